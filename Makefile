@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine with only Python 3.11+:
+#   make book   creates .venv if missing, installs, executes every chapter, writes HTML
+#   make test   unit tests + every chapter through nbval (what CI runs)
+# BOOK_PROFILE=smoke|paper picks the sizes (default: paper with CUDA, smoke without).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install test book clean
+
+install: $(STAMP)
+
+# torch is pinned through constraints.txt so no step can pull a newer (CUDA) torch.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope
+
+# Each profile builds into its own folder: jupyter-cache keys on cell source only, so a
+# profile switch (or a change in support/) would otherwise reuse stale outputs.
+book: $(STAMP)
+	@profile=$$($(PY) -c "from support.profiles import get_profile; print(get_profile().name)"); \
+	out=_build/$$profile; \
+	stamp=$$(cat pyproject.toml support/*.py | sha256sum | cut -c1-16); \
+	if [ -f $$out/.support-hash ] && [ "$$(cat $$out/.support-hash)" != "$$stamp" ]; then \
+		echo "support/ changed since the last $$profile build: clearing its execution cache"; \
+		rm -rf $$out/_build/.jupyter_cache; \
+	fi; \
+	echo "Building the book with BOOK_PROFILE=$$profile into $$out"; \
+	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . --path-output $$out -W -n --keep-going && \
+	mkdir -p $$out && echo $$stamp > $$out/.support-hash && \
+	echo "Open $$(pwd)/$$out/_build/html/index.html"
+
+clean:
+	rm -rf _build .pytest_cache

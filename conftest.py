@@ -1,0 +1,43 @@
+"""Collect the book's jupytext MyST-markdown chapters as nbval notebooks.
+
+nbval 0.11 collects ``*.ipynb`` only. Under ``--nbval``/``--nbval-lax`` this hook also claims
+``.md`` files whose front matter declares a ``kernelspec`` (i.e. jupytext notebooks) and hands
+them to nbval's own collector, with ``nbformat.read`` swapped for ``jupytext.read`` while the
+file is read. Every code cell then runs as a test item; a failing hidden ``assert`` cell fails
+the suite. Plain markdown pages (no kernelspec) are not collected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import jupytext
+import nbformat
+import pytest
+from nbval.plugin import IPyNbFile
+
+
+def _is_jupytext_notebook(path: Path) -> bool:
+    if path.suffix != ".md":
+        return False
+    head = path.read_text(encoding="utf-8").split("\n---", 1)[0]
+    return head.startswith("---") and "\nkernelspec:" in head
+
+
+class JupytextMarkdownFile(IPyNbFile):
+    """nbval's notebook collector, reading a jupytext ``.md`` notebook."""
+
+    def collect(self):
+        def read(path, as_version, **kwargs):
+            return jupytext.read(path, as_version=as_version)
+
+        with mock.patch.object(nbformat, "read", read):
+            yield from super().collect()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    opt = parent.config.option
+    if (opt.nbval or opt.nbval_lax) and _is_jupytext_notebook(file_path):
+        return JupytextMarkdownFile.from_parent(parent, path=file_path)
+    return None

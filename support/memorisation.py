@@ -1,0 +1,128 @@
+"""Nearest-neighbour memorisation (Sec. 2.1.3, Definition 2.1, eq 7-8, and App. D.4).
+
+Definition 2.1: a generated x is memorised at threshold c in (0, 1) if
+
+    ||x - x^(1)(x)||^2 <= c ||x - x^(2)(x)||^2,                                   (7)
+
+with x^(1), x^(2) its closest and second-closest training points; eq (8) is the fraction of
+memorised generated points.
+
+K-neighbour variant (App. D.4, used for CIFAR-10, where the training set has duplicates): the
+paper says it "considers the K = 10 next-closest images rather than only the second-closest"
+without a formula. We read it, following Chen et al. (2024), as comparing the closest distance
+with the *mean* squared distance to the K next-closest training points:
+
+    ||x - x^(1)||^2 <= c * (1/K) sum_{k=2}^{K+1} ||x - x^(k)||^2.
+
+K = 1 is exactly Definition 2.1. A duplicate of x^(1) then no longer makes x^(2) as close as
+x^(1) and hides a copy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_CHUNK = 4096
+
+
+def _check_inputs(generated: torch.Tensor, train: torch.Tensor, neighbours: int) -> None:
+    for name, x in (("generated", generated), ("train", train)):
+        if x.ndim != 2:
+            raise ValueError(
+                f"{name} must have shape [N, D] (use x[:, None] for 1-D data), got {tuple(x.shape)}"
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains non-finite values")
+    if generated.shape[1] != train.shape[1]:
+        raise ValueError(
+            f"generated has dimension {generated.shape[1]} but train has {train.shape[1]}"
+        )
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+    if train.shape[0] < neighbours + 1:
+        raise ValueError(
+            f"need at least {neighbours + 1} training points for {neighbours} next-closest "
+            f"neighbour(s), got {train.shape[0]}"
+        )
+
+
+def _as_thresholds(c: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    c_t = torch.as_tensor(c, dtype=like.dtype, device=like.device)
+    if c_t.ndim > 1:
+        raise ValueError(f"c must be a number or a 1-D tensor, got shape {tuple(c_t.shape)}")
+    if not bool(((c_t > 0) & (c_t < 1)).all()):
+        raise ValueError(f"every threshold c must lie in the open interval (0, 1), got {c_t.tolist()}")
+    return c_t
+
+
+def neighbour_distances(
+    generated: torch.Tensor, train: torch.Tensor, neighbours: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance to the closest training point and the reference distance it is compared with.
+
+    Returns ``(d1, d_ref)``, each of shape [N]: d1 = ||x - x^(1)||^2 and d_ref the mean of
+    ||x - x^(k)||^2 over k = 2..neighbours+1 (for ``neighbours=1`` simply ||x - x^(2)||^2).
+    Computed in chunks of generated points, so N x M distance matrices never exceed a few MB per D.
+    """
+    _check_inputs(generated, train, neighbours)
+    train = train.to(generated)
+    d1_parts, ref_parts = [], []
+    for chunk in generated.split(_CHUNK):
+        # Direct differences, not the |x|^2 + |y|^2 - 2 x.y matrix trick: exact copies must give
+        # exactly 0 (Def. 2.1 counts them via 0 <= c * 0), which the trick's rounding breaks.
+        sq = torch.cdist(chunk, train, compute_mode="donot_use_mm_for_euclid_dist").square()
+        nearest = torch.topk(sq, neighbours + 1, dim=1, largest=False).values  # sorted ascending
+        d1_parts.append(nearest[:, 0])
+        ref_parts.append(nearest[:, 1:].mean(dim=1))
+    return torch.cat(d1_parts), torch.cat(ref_parts)
+
+
+def is_memorised(
+    generated: torch.Tensor, train: torch.Tensor, c: float | torch.Tensor = 1 / 3, neighbours: int = 1
+) -> torch.Tensor:
+    """Definition 2.1 per generated point: a bool tensor [N], or [len(c), N] if c is 1-D."""
+    d1, d_ref = neighbour_distances(generated, train, neighbours)
+    c_t = _as_thresholds(c, d1)
+    # Compare d1 <= c * d_ref directly rather than the ratio d1 / d_ref: no 0/0 for exact duplicates.
+    if c_t.ndim == 0:
+        return d1 <= c_t * d_ref
+    return d1[None, :] <= c_t[:, None] * d_ref[None, :]
+
+
+def memorisation_ratio(
+    generated: torch.Tensor, train: torch.Tensor, c: float | torch.Tensor = 1 / 3, neighbours: int = 1
+) -> torch.Tensor:
+    """Eq (8): fraction of generated points that are memorised at threshold c.
+
+    Parameters
+    ----------
+    generated:
+        [N, D] generated points.
+    train:
+        [M, D] training points, M >= neighbours + 1.
+    c:
+        A threshold in (0, 1), or a 1-D tensor of thresholds (one ratio per entry, computed from
+        one distance pass).
+    neighbours:
+        1 for Definition 2.1; K for the K-neighbour variant of App. D.4 (see module docstring).
+
+    Returns
+    -------
+    A 0-d tensor, or a tensor of shape [len(c)].
+    """
+    return is_memorised(generated, train, c, neighbours).to(generated.dtype).mean(dim=-1)
+
+
+def memorised_interval(distance: float, c: float) -> tuple[float, float]:
+    """Memorised set around x^(1) on the line through two training points (Def. 2.1, eq 7).
+
+    With x^(1) at 0 and x^(2) at ``distance`` > 0 on a line, a point at signed offset s is
+    memorised iff s^2 <= c (distance - s)^2, i.e. s in [-sqrt(c) L / (1 - sqrt(c)), sqrt(c) L / (1 + sqrt(c))]
+    with L = distance. Returns those two offsets. Used as a closed-form oracle (and for Thm 4.1).
+    """
+    if distance <= 0:
+        raise ValueError(f"distance between the training points must be positive, got {distance}")
+    if not 0 < c < 1:
+        raise ValueError(f"c must lie in (0, 1), got {c}")
+    root = c**0.5
+    return -root * distance / (1 - root), root * distance / (1 + root)

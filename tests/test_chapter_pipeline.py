@@ -1,0 +1,58 @@
+"""The chapter-as-test pipeline: jupytext chapters run through nbval, and a failing assert fails.
+
+Runs pytest in a subprocess on small throw-away chapters, with this repository's conftest.py.
+"""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHAPTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A chapter
+
+```{{code-cell}} ipython3
+value = 1 + 1
+```
+
+```{{code-cell}} ipython3
+:tags: [remove-cell]
+
+assert value == {expected}, "the chapter's claim"
+```
+"""
+
+
+@pytest.fixture
+def run_chapters(pytester: pytest.Pytester):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+
+    def run(**chapters: str) -> pytest.RunResult:
+        for name, text in chapters.items():
+            (pytester.path / f"{name}.md").write_text(text)
+        return pytester.runpytest_subprocess("--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider")
+
+    return run
+
+
+def test_a_failing_hidden_assert_fails_the_suite(run_chapters):
+    result = run_chapters(good=CHAPTER.format(expected=2), broken=CHAPTER.format(expected=3))
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError*the chapter's claim*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_plain_markdown_is_not_collected(run_chapters):
+    result = run_chapters(page="# Just text\n\nNo front matter, no kernel.\n")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
