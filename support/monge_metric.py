@@ -1,0 +1,92 @@
+"""The Monge (pullback) metric of the loss manifold and its geodesic equation (Sec. 2.2.1).
+
+The loss manifold is the graph of the loss, h(theta) = (theta, L(theta)) in R^{K+1} (eq 12-13).
+Pulling back the Euclidean metric of R^{K+1} through h gives (eq 16-18)
+
+    G(theta) = J_h^T J_h = I_K + grad L grad L^T,
+
+and for this metric the geodesic equation (14) reduces to (eq 19)
+
+    alpha'' = - (alpha'^T H(alpha) alpha') / (1 + ||grad L(alpha)||^2) * grad L(alpha).
+
+Everything here works with K-vectors only: G, its inverse (Sherman-Morrison) and eq (19) are
+applied to vectors without ever forming a K x K matrix. ``loss`` is always a function of a flat
+parameter tensor of shape [K] returning a scalar, written with torch operations so that
+``torch.func`` can differentiate and vmap it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch.func import grad, jvp, vjp, vmap
+
+Loss = Callable[[torch.Tensor], torch.Tensor]
+HvpMode = Literal["forward", "reverse"]
+
+
+def metric_vector_product(gradient: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """G v = v + grad L (grad L . v) (eq 18), batched over leading dimensions."""
+    return vector + gradient * (gradient * vector).sum(-1, keepdim=True)
+
+
+def inverse_metric_vector_product(gradient: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """G^{-1} w by Sherman-Morrison: w - grad L (grad L . w) / (1 + ||grad L||^2)."""
+    scale = (gradient * vector).sum(-1, keepdim=True) / (1 + gradient.square().sum(-1, keepdim=True))
+    return vector - gradient * scale
+
+
+def metric_norm(gradient: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """||v||_G = sqrt(||v||^2 + (grad L . v)^2) (App. B.2), batched over leading dimensions."""
+    return (vector.square().sum(-1) + (gradient * vector).sum(-1).square()).sqrt()
+
+
+def monge_metric(gradient: torch.Tensor) -> torch.Tensor:
+    """The dense K x K matrix G = I + grad L grad L^T (eq 18). For small K and for tests only."""
+    if gradient.ndim != 1:
+        raise ValueError(f"gradient must have shape [K], got {tuple(gradient.shape)}")
+    return torch.eye(gradient.shape[0], dtype=gradient.dtype, device=gradient.device) + torch.outer(gradient, gradient)
+
+
+def gradient_and_hvp(
+    loss: Loss, theta: torch.Tensor, vector: torch.Tensor, mode: HvpMode = "forward"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad L(theta), H(theta) v) from ONE differentiation pass, for theta and v of shape [K].
+
+    ``mode="forward"``: forward-over-reverse, ``jvp(grad(L))``; ``mode="reverse"``:
+    reverse-over-reverse, ``vjp(grad(L))`` (H is symmetric, so v^T H = (H v)^T). Both give the
+    gradient as the primal output of the same pass; which is faster depends on model and device
+    (``benchmarks/geodesics.py`` measures both).
+    """
+    if mode == "forward":
+        return jvp(grad(loss), (theta,), (vector,))
+    if mode == "reverse":
+        gradient, pullback = vjp(grad(loss), theta)
+        return gradient, pullback(vector)[0]
+    raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+
+
+def _acceleration(loss: Loss, theta: torch.Tensor, velocity: torch.Tensor, mode: HvpMode) -> torch.Tensor:
+    gradient, hv = gradient_and_hvp(loss, theta, velocity, mode)
+    curvature = (velocity * hv).sum() / (1 + gradient.square().sum())
+    return -curvature * gradient
+
+
+def geodesic_acceleration(
+    loss: Loss, theta: torch.Tensor, velocity: torch.Tensor, mode: HvpMode = "forward"
+) -> torch.Tensor:
+    """alpha'' of eq (19) at position ``theta`` with velocity ``velocity``.
+
+    Shapes: ``theta`` and ``velocity`` both [K] (one curve) or both [S, K] (S curves, computed
+    with one vmapped pass, no Python loop). Costs one gradient-plus-HVP pass per curve.
+    """
+    if theta.shape != velocity.shape or theta.ndim not in (1, 2):
+        raise ValueError(
+            f"theta and velocity must both have shape [K] or [S, K]; got {tuple(theta.shape)} "
+            f"and {tuple(velocity.shape)}"
+        )
+    if theta.ndim == 1:
+        return _acceleration(loss, theta, velocity, mode)
+    return vmap(lambda th, ve: _acceleration(loss, th, ve, mode))(theta, velocity)
