@@ -49,6 +49,18 @@ class MemorisationSizes:
 
 
 @dataclass(frozen=True)
+class GeometrySizes:
+    """Sizes of the loss-manifold chapters (Sec. 2.2.1, 4.3, App. A, B.2, B.3)."""
+
+    banana_samples: int
+    """Laplace velocities v ~ N(0, H^-1) on the two-parameter banana loss."""
+    network_geodesics: int
+    """Geodesics solved on the small flow-matching network's loss."""
+    christoffel_checks: int
+    """Random (theta, velocity) pairs comparing eq (19) with Definition A.1."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between a CI run and a paper-scale run."""
 
@@ -58,6 +70,7 @@ class Profile:
     seed: int
     flow_matching: FlowMatchingSizes
     memorisation: MemorisationSizes
+    geometry: GeometrySizes
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
@@ -79,6 +92,7 @@ def _smoke() -> Profile:
             n_generate=400, euler_steps=100,
         ),
         memorisation=MemorisationSizes(n_samples=2000, n_thresholds=99),
+        geometry=GeometrySizes(banana_samples=2000, network_geodesics=64, christoffel_checks=20),
     )
 
 
@@ -93,6 +107,7 @@ def _paper() -> Profile:
             n_generate=1000, euler_steps=100,
         ),
         memorisation=MemorisationSizes(n_samples=10000, n_thresholds=199),
+        geometry=GeometrySizes(banana_samples=10000, network_geodesics=1000, christoffel_checks=200),
     )
 
 

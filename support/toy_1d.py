@@ -6,11 +6,19 @@ fixed flow-matching dataset; a velocity MLP trained (full batch) until it memori
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .flow_matching import FlowMatchingDataset, VelocityMLP, deterministic_dataset, train_velocity_field
+from .flow_matching import (
+    FlowMatchingDataset,
+    VelocityMLP,
+    deterministic_dataset,
+    flow_matching_loss,
+    train_velocity_field,
+)
+from .parameters import parameter_loss
 from .profiles import Profile
 from .toy_data import IsotropicGMM, gmm_1d
 
@@ -41,3 +49,19 @@ def fit_memorising_flow_1d(profile: Profile, generator: torch.Generator, progres
     history = train_velocity_field(model, data, sizes.train_steps, sizes.learning_rate, progress=progress)
     model.eval()
     return MemorisingFlow1D(target, train_points, data, model, history)
+
+
+def small_network_loss(
+    generator: torch.Generator, n_pairs: int = 256, hidden: tuple[int, ...] = (6,), steps: int = 3000
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """A deliberately small 1D flow-matching network (25 parameters by default), trained to a minimum.
+
+    Returns ``(theta_star, loss)`` with ``loss`` a function of the flat parameters (float64). Small
+    enough for exact Hessians and brute-force Christoffel symbols in the geometry chapters.
+    """
+    data = deterministic_dataset(gmm_1d(torch.float64).means, n_pairs, generator)
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    model = VelocityMLP(dim=1, hidden=hidden).to(torch.float64)
+    train_velocity_field(model, data, steps=steps, learning_rate=1e-2, progress=False)
+    theta_star, loss, _ = parameter_loss(model, lambda forward: flow_matching_loss(forward, data))
+    return theta_star, loss
