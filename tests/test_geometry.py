@@ -205,3 +205,15 @@ def test_appendix_b3_is_euler_on_the_first_order_system_and_kappa_reproduces_it(
     assert all(0.8 < p < 1.2 for p in order), order  # global error O(eps), see the chapter
     with pytest.raises(ValueError):
         euler_curve_approximation(wiggly, theta, v, 0)
+
+
+def test_chunked_solves_return_curves_in_the_original_order():
+    theta = torch.zeros(3)
+    v = torch.randn(10, 3, generator=torch.Generator().manual_seed(4)) * torch.linspace(0.1, 3, 10)[:, None]
+    whole = solve_geodesics(wiggly, theta, v, rtol=1e-10, atol=1e-12)
+    chunked = solve_geodesics(wiggly, theta, v, rtol=1e-10, atol=1e-12, chunk_size=3)
+    assert bool(chunked.converged.all())
+    assert torch.allclose(whole.endpoint, chunked.endpoint, atol=1e-8)
+    assert chunked.nfe.min() < whole.nfe.min()  # the slow curves no longer set everyone's steps
+    with pytest.raises(ValueError, match="chunk_size"):
+        solve_geodesics(wiggly, theta, v, chunk_size=0)

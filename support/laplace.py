@@ -1,0 +1,157 @@
+"""Laplace approximations at the trained weights (Sec. 2.2, Algorithm 1, App. D.2).
+
+q(theta) = N(theta*, H^-1) with H the Hessian of the (Gibbs) posterior loss at theta*. A Hessian
+of a network is indefinite, so App. D.2 keeps only its positive eigenpairs:
+
+    v = U_+ Lambda_+^{-1/2} U_+^T eps,   eps ~ N(0, I_K),   U_+ = Q V_+,
+
+which has covariance H_+^{-1} = U_+ Lambda_+^{-1} U_+^T on the span of U_+ and nothing outside it.
+Since U_+ has orthonormal columns, U_+^T eps ~ N(0, I_r); we draw that r-vector directly.
+
+Two choices the paper leaves implicit are explicit parameters here (see the Laplace chapter):
+
+* ``prior_precision`` delta >= 0: the posterior loss L + delta/2 ||theta||^2 (a Gaussian prior
+  instead of the paper's uniform prior, delta = 0). Its Hessian is H + delta I, so the kept
+  eigenvalues become lambda + delta and, for delta > 0, the directions outside span(U_+) get
+  variance 1/delta.
+* ``min_eigenvalue``: eigenpairs with lambda <= min_eigenvalue are dropped (App. D.2 uses 0).
+  Tiny positive eigenvalues give variances 1/lambda that can be astronomically large.
+
+Euclidean samples are theta* + eta v; Riemannian samples Exp_{theta*}(eta v) (Alg. 1 step 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import grad, jvp, vjp, vmap
+
+from .geodesics import GeodesicSolution, solve_geodesics
+from .lanczos import lanczos
+
+Loss = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LowRankLaplace:
+    """A Laplace approximation N(0, H_+^{-1}) for the velocity v (Alg. 1 step 3, App. D.2)."""
+
+    eigenvalues: torch.Tensor
+    """[r] kept (positive) eigenvalues of H, descending."""
+    eigenvectors: torch.Tensor
+    """[K, r] orthonormal eigenvectors (Ritz vectors Q V_+ for Lanczos)."""
+    n_dropped: int
+    """Eigenpairs dropped because lambda <= min_eigenvalue (the indefinite part of H)."""
+    prior_precision: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return self.eigenvectors.shape[0]
+
+    @property
+    def rank(self) -> int:
+        return self.eigenvalues.shape[0]
+
+    def sample(self, n: int, generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
+        """n velocities v ~ N(0, scale^2 Sigma) of shape [n, K] (``scale`` is the paper's eta / t)."""
+        if n < 1:
+            raise ValueError(f"n must be positive, got {n}")
+        dtype, device = self.eigenvectors.dtype, self.eigenvectors.device
+        z = torch.randn(n, self.rank, generator=generator, dtype=dtype).to(device)
+        v = (z * (self.eigenvalues + self.prior_precision).rsqrt()) @ self.eigenvectors.T
+        if self.prior_precision > 0:
+            eps = torch.randn(n, self.dim, generator=generator, dtype=dtype).to(device)
+            outside = eps - (eps @ self.eigenvectors) @ self.eigenvectors.T
+            v = v + outside / self.prior_precision**0.5
+        return scale * v
+
+    def covariance(self) -> torch.Tensor:
+        """The dense K x K covariance (small K and tests only)."""
+        u = self.eigenvectors
+        cov = (u / (self.eigenvalues + self.prior_precision)) @ u.T
+        if self.prior_precision > 0:
+            cov = cov + (torch.eye(self.dim, dtype=u.dtype, device=u.device) - u @ u.T) / self.prior_precision
+        return cov
+
+
+def positive_part(
+    eigenvalues: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    min_eigenvalue: float = 0.0,
+    prior_precision: float = 0.0,
+) -> LowRankLaplace:
+    """Keep the eigenpairs with eigenvalue > ``min_eigenvalue`` (App. D.2) and count the dropped ones.
+
+    Raises if nothing is left (the Hessian has no positive curvature: not a minimum).
+    """
+    if eigenvalues.ndim != 1 or eigenvectors.shape[1:] != eigenvalues.shape:
+        raise ValueError(
+            f"need eigenvalues [r] and eigenvectors [K, r]; got {tuple(eigenvalues.shape)}, {tuple(eigenvectors.shape)}"
+        )
+    if prior_precision < 0 or min_eigenvalue < 0:
+        raise ValueError("prior_precision and min_eigenvalue must be non-negative")
+    keep = eigenvalues > min_eigenvalue
+    if not bool(keep.any()):
+        raise ValueError(
+            f"no eigenvalue above {min_eigenvalue} (largest {eigenvalues.max().item():.3g}): the Hessian has no "
+            "positive curvature here, so theta is not a minimum and the Laplace approximation is undefined"
+        )
+    order = torch.argsort(eigenvalues[keep], descending=True)
+    return LowRankLaplace(
+        eigenvalues=eigenvalues[keep][order],
+        eigenvectors=eigenvectors[:, keep][:, order],
+        n_dropped=int((~keep).sum()),
+        prior_precision=prior_precision,
+    )
+
+
+def exact_hessian(loss: Loss, theta: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """The dense K x K Hessian of ``loss`` at ``theta`` (small and moderate K).
+
+    Columns are Hessian-vector products against the unit vectors, vmapped in chunks of ``chunk``
+    through one reverse-over-reverse pullback (2.7x faster than ``torch.func.hessian`` for the
+    1,185-parameter flow network on CPU: 17 s vs 46 s).
+    """
+    _, pullback = vjp(grad(loss), theta)
+    eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+    h = torch.cat([vmap(pullback)(block)[0] for block in eye.split(chunk)])
+    return 0.5 * (h + h.T)  # symmetrise rounding
+
+
+def hessian_vector_product(loss: Loss, theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> H(theta) v by forward-over-reverse differentiation (never forms H)."""
+    gradient = grad(loss)
+    return lambda v: jvp(gradient, (theta,), (v,))[1]
+
+
+def exact_laplace(loss: Loss, theta: torch.Tensor, min_eigenvalue: float = 0.0, prior_precision: float = 0.0) -> LowRankLaplace:
+    """Laplace approximation from the exact Hessian (eigendecomposition, then the positive part)."""
+    values, vectors = torch.linalg.eigh(exact_hessian(loss, theta))
+    return positive_part(values, vectors, min_eigenvalue, prior_precision)
+
+
+def lanczos_laplace(
+    loss: Loss,
+    theta: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    min_eigenvalue: float = 0.0,
+    prior_precision: float = 0.0,
+) -> LowRankLaplace:
+    """Laplace approximation from k Lanczos steps on the Hessian (App. D.2, Algorithm 2 steps 2)."""
+    values, vectors = lanczos(
+        hessian_vector_product(loss, theta), theta.numel(), k, generator=generator, dtype=theta.dtype, device=theta.device
+    )
+    return positive_part(values, vectors, min_eigenvalue, prior_precision)
+
+
+def euclidean_samples(theta_star: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """theta_E = theta* + v for every row of v [S, K] (Sec. 2.2)."""
+    return theta_star + v
+
+
+def riemannian_samples(loss: Loss, theta_star: torch.Tensor, v: torch.Tensor, **solver_options) -> GeodesicSolution:
+    """theta_R = Exp_{theta*}(v) for every row of v, with per-sample convergence flags (Alg. 1 step 3)."""
+    return solve_geodesics(loss, theta_star, v, **solver_options)
