@@ -2,8 +2,8 @@
 
 Given a model, a :class:`~support.parameters.ParameterLayout` and stacked flat parameters
 thetas [S, K], the ensemble's velocity fields are evaluated with ``torch.func.vmap`` over
-``functional_call``, and generation (eq 2) for all S models solves ONE ODE whose state holds every
-model's particles. This is how the N x S generated points of eq (35)-(36) are produced.
+``functional_call``, and generation (eq 2) solves one ODE whose state holds the particles of many
+models at once. This is how the N x S generated points of eq (35)-(36) are produced.
 """
 
 from __future__ import annotations
@@ -47,14 +47,28 @@ def ensemble_velocity(
 
 
 def generate_ensemble(
-    model: nn.Module, layout: ParameterLayout, thetas: torch.Tensor, x0: torch.Tensor, **generate_options
+    model: nn.Module,
+    layout: ParameterLayout,
+    thetas: torch.Tensor,
+    x0: torch.Tensor,
+    particles_per_solve: int | None = 16384,
+    **generate_options,
 ) -> torch.Tensor:
     """g_{theta_s}(x0_i) for all S models and N base points: [S, N, D] (or [T, S, N, D] with ``times``).
 
-    One batched solve of eq (2); ``generate_options`` are those of :func:`support.flow_matching.generate`.
+    Models are vmapped together in groups of about ``particles_per_solve / N`` models, each group
+    one batched solve of eq (2) (``None``: all S models in one solve). On a CPU the step is
+    memory-bound, and ~16k particles per solve measured fastest (``benchmarks/laplace.py``); on a
+    GPU a larger value (or ``None``) is better. ``generate_options`` are those of
+    :func:`support.flow_matching.generate`.
     """
     if x0.ndim != 2:
         raise ValueError(f"x0 must have shape [N, D], got {tuple(x0.shape)}")
-    n_models = thetas.shape[0]
-    out = generate(ensemble_field(model, layout, thetas), x0.repeat(n_models, 1), **generate_options)
-    return out.reshape(*out.shape[:-2], n_models, *x0.shape)
+    if particles_per_solve is not None and particles_per_solve < 1:
+        raise ValueError(f"particles_per_solve must be positive, got {particles_per_solve}")
+    group = thetas.shape[0] if particles_per_solve is None else max(1, particles_per_solve // x0.shape[0])
+    parts = []
+    for block in thetas.split(group):
+        out = generate(ensemble_field(model, layout, block), x0.repeat(block.shape[0], 1), **generate_options)
+        parts.append(out.reshape(*out.shape[:-2], block.shape[0], *x0.shape))
+    return torch.cat(parts, dim=-3)

@@ -61,6 +61,18 @@ class GeometrySizes:
 
 
 @dataclass(frozen=True)
+class LaplaceSizes:
+    """Sizes of the Algorithm 1 chapter (Sec. 2.2, 3; App. D.2)."""
+
+    lanczos_k: int
+    """Lanczos iterations on the full network's Hessian (the paper uses k = 1000 on 3,584 parameters)."""
+    posterior_samples: int
+    """S, models drawn from each approximate posterior."""
+    base_samples: int
+    """N, base points x0 pushed through every model."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between a CI run and a paper-scale run."""
 
@@ -71,6 +83,7 @@ class Profile:
     flow_matching: FlowMatchingSizes
     memorisation: MemorisationSizes
     geometry: GeometrySizes
+    laplace: LaplaceSizes
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
@@ -93,6 +106,7 @@ def _smoke() -> Profile:
         ),
         memorisation=MemorisationSizes(n_samples=2000, n_thresholds=99),
         geometry=GeometrySizes(banana_samples=2000, network_geodesics=64, christoffel_checks=20),
+        laplace=LaplaceSizes(lanczos_k=100, posterior_samples=8, base_samples=300),
     )
 
 
@@ -108,6 +122,7 @@ def _paper() -> Profile:
         ),
         memorisation=MemorisationSizes(n_samples=10000, n_thresholds=199),
         geometry=GeometrySizes(banana_samples=10000, network_geodesics=1000, christoffel_checks=200),
+        laplace=LaplaceSizes(lanczos_k=400, posterior_samples=100, base_samples=1000),
     )
 
 

@@ -124,8 +124,12 @@ def test_ensemble_velocity_and_generation_match_a_loop_over_models(small_model):
         assert torch.allclose(samples[s], generate(clone, x0, method="euler", steps=20))
     path = generate_ensemble(small_model, layout, thetas, x0, method="euler", times=torch.linspace(0, 1, 5))
     assert path.shape == (5, 4, 9, 1) and torch.allclose(path[-1], samples, atol=1e-2)
+    grouped = generate_ensemble(small_model, layout, thetas, x0, particles_per_solve=20, method="euler", steps=20)
+    assert torch.allclose(grouped, samples)  # two models per solve, same numbers
     with pytest.raises(ValueError, match="thetas"):
         generate_ensemble(small_model, layout, thetas[:, :3], x0)
+    with pytest.raises(ValueError, match="particles_per_solve"):
+        generate_ensemble(small_model, layout, thetas, x0, particles_per_solve=0)
 
 
 def test_subset_laplace_on_a_flow_loss_is_symmetric_and_consistent(small_model):
