@@ -25,14 +25,15 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope
 
 # Each profile builds into its own folder: jupyter-cache keys on cell source only, so a
-# profile switch (or a change in support/) would otherwise reuse stale outputs.
+# profile switch would otherwise reuse stale outputs. Sphinx also skips unchanged pages, so a
+# change in support/ (or pyproject.toml) wipes the profile's build and executes every chapter again.
 book: $(STAMP)
 	@profile=$$($(PY) -c "from support.profiles import get_profile; print(get_profile().name)"); \
 	out=_build/$$profile; \
 	stamp=$$(cat pyproject.toml support/*.py | sha256sum | cut -c1-16); \
 	if [ -f $$out/.support-hash ] && [ "$$(cat $$out/.support-hash)" != "$$stamp" ]; then \
-		echo "support/ changed since the last $$profile build: clearing its execution cache"; \
-		rm -rf $$out/_build/.jupyter_cache; \
+		echo "support/ changed since the last $$profile build: rebuilding it from scratch"; \
+		rm -rf $$out/_build; \
 	fi; \
 	echo "Building the book with BOOK_PROFILE=$$profile into $$out"; \
 	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . --path-output $$out -W -n --keep-going && \
