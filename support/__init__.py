@@ -11,4 +11,13 @@ plotting       the shared figure style and per-method colours
 toy_data       Gaussian-mixture targets of the toy experiments (Sec. 5.1, App. C)
 flow_matching  velocity networks, the deterministic FM dataset and loss, generation, closed forms
 memorisation   Definition 2.1, the memorisation ratio (eq 8) and its K-neighbour variant (App. D.4)
+toy_1d         the memorising 1D flow of Sec. 5.1 and a small 25-parameter variant
+toy_losses     closed-form losses with curved valleys (the banana)
+parameters     losses as functions of a flat parameter vector, for any subset of a module
+monge_metric   G = I + grad L grad L^T (eq 16-18), Sherman-Morrison, the geodesic acceleration (eq 19)
+christoffel    Christoffel symbols of any metric by autodiff (Def. A.1) and the general eq (14)
+geodesics      batched exponential map (dopri5/Euler/RK4, budgets, flags) and App. B.3 (eq 25-26)
+lanczos        matrix-free Lanczos with full re-orthogonalisation (App. D.2)
+laplace        exact / Lanczos Laplace approximations, positive part, samplers (Alg. 1, App. D.2)
+ensembles      vmapped velocity fields and generation for S posterior samples (eq 35-36)
 """

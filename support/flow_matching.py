@@ -114,6 +114,31 @@ def deterministic_dataset(
     return FlowMatchingDataset(t=t, x0=x0, x1=train_points[idx.to(device)])
 
 
+def fixed_batches(
+    train_points: torch.Tensor, batch_size: int, n_batches: int, generator: torch.Generator | None = None
+) -> list[FlowMatchingDataset]:
+    """Algorithm 2, line 6: B batches, each a fixed draw of data, noise and times (App. D.3).
+
+    Batch b holds ``batch_size`` training points drawn without replacement (with replacement
+    only if the training set is smaller), fresh x0 ~ N(0, I) and t ~ U[0, 1], all fixed, so that
+    each batch defines its own deterministic loss manifold L^(b)(theta).
+    """
+    if batch_size < 1 or n_batches < 1:
+        raise ValueError(f"batch_size and n_batches must be positive, got {batch_size}, {n_batches}")
+    m, d = train_points.shape
+    dtype, device = train_points.dtype, train_points.device
+    batches = []
+    for _ in range(n_batches):
+        if batch_size <= m:
+            idx = torch.randperm(m, generator=generator)[:batch_size]
+        else:
+            idx = torch.randint(0, m, (batch_size,), generator=generator)
+        x0 = torch.randn(batch_size, d, generator=generator, dtype=dtype).to(device)
+        t = torch.rand(batch_size, generator=generator, dtype=dtype).to(device)
+        batches.append(FlowMatchingDataset(t=t, x0=x0, x1=train_points[idx.to(device)]))
+    return batches
+
+
 def flow_matching_loss(velocity: VelocityField, data: FlowMatchingDataset) -> torch.Tensor:
     """Eq (3) on a fixed dataset: mean over pairs of ||u(x_t, t) - (x* - x0)||^2 (summed over D)."""
     residual = velocity(data.xt, data.t) - data.target

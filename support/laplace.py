@@ -22,7 +22,7 @@ Euclidean samples are theta* + eta v; Riemannian samples Exp_{theta*}(eta v) (Al
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,3 +155,19 @@ def euclidean_samples(theta_star: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 def riemannian_samples(loss: Loss, theta_star: torch.Tensor, v: torch.Tensor, **solver_options) -> GeodesicSolution:
     """theta_R = Exp_{theta*}(v) for every row of v, with per-sample convergence flags (Alg. 1 step 3)."""
     return solve_geodesics(loss, theta_star, v, **solver_options)
+
+
+def per_batch_laplace(
+    batch_losses: Sequence[Loss],
+    theta: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    min_eigenvalue: float = 0.0,
+    prior_precision: float = 0.0,
+) -> list[LowRankLaplace]:
+    """Algorithm 2, steps 2 for b = 1..B: one Lanczos Laplace approximation per batch loss manifold.
+
+    ``batch_losses[b]`` is the deterministic loss L^(b)(theta) of batch b (fixed data, noise and
+    times, App. D.3). Returns one approximation per batch; their spectra are Fig. 12.
+    """
+    return [lanczos_laplace(loss, theta, k, generator, min_eigenvalue, prior_precision) for loss in batch_losses]

@@ -5,7 +5,7 @@ import torch
 from torch.func import hessian
 
 from support.ensembles import ensemble_velocity, generate_ensemble
-from support.flow_matching import VelocityMLP, deterministic_dataset, flow_matching_loss, generate
+from support.flow_matching import VelocityMLP, deterministic_dataset, fixed_batches, flow_matching_loss, generate
 from support.geodesics import exp_map
 from support.laplace import (
     euclidean_samples,
@@ -13,6 +13,7 @@ from support.laplace import (
     exact_laplace,
     hessian_vector_product,
     lanczos_laplace,
+    per_batch_laplace,
     positive_part,
     riemannian_samples,
 )
@@ -141,3 +142,25 @@ def test_subset_laplace_on_a_flow_loss_is_symmetric_and_consistent(small_model):
     v = torch.randn(theta.numel())
     g = torch.func.grad(loss)
     assert torch.allclose(h @ v, g(theta + v) - g(theta), atol=1e-10)
+
+
+def test_per_batch_loss_manifolds_of_algorithm_2(small_model):
+    train = torch.linspace(-2, 2, 10)[:, None]
+    batches = fixed_batches(train, 4, 3, torch.Generator().manual_seed(0))
+    again = fixed_batches(train, 4, 3, torch.Generator().manual_seed(0))
+    assert len(batches) == 3 and all(len(b) == 4 for b in batches)
+    assert all(torch.equal(a.x0, b.x0) and torch.equal(a.t, b.t) for a, b in zip(batches, again))
+    assert all(len(set(b.x1.flatten().tolist())) == 4 for b in batches)  # no repeated data in a batch
+    assert bool(((batches[0].t >= 0) & (batches[0].t <= 1)).all())
+    names = ["net.4"]
+    losses = [parameter_loss(small_model, lambda f, b=b: flow_matching_loss(f, b), names=names)[1] for b in batches]
+    theta = parameter_loss(small_model, lambda f: torch.zeros(()), names=names)[0]
+    approximations = per_batch_laplace(losses, theta, k=5, generator=torch.Generator().manual_seed(0))
+    assert len(approximations) == 3
+    tops = [a.eigenvalues[0].item() for a in approximations]
+    exact_tops = [torch.linalg.eigvalsh(exact_hessian(loss, theta))[-1].item() for loss in losses]
+    assert tops == pytest.approx(exact_tops, rel=1e-8)
+    assert len(set(round(t, 6) for t in tops)) == 3  # each batch has its own manifold
+    assert len(fixed_batches(train[:2], 5, 1)[0]) == 5  # small training set: drawn with replacement
+    with pytest.raises(ValueError):
+        fixed_batches(train, 0, 1)
