@@ -122,7 +122,7 @@ def _paper() -> Profile:
         ),
         memorisation=MemorisationSizes(n_samples=10000, n_thresholds=199),
         geometry=GeometrySizes(banana_samples=10000, network_geodesics=1000, christoffel_checks=200),
-        laplace=LaplaceSizes(lanczos_k=400, posterior_samples=100, base_samples=1000),
+        laplace=LaplaceSizes(lanczos_k=400, posterior_samples=32, base_samples=1000),
     )
 
 
