@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch.func import vmap
 from torchdiffeq import odeint
 
-from .monge_metric import HvpMode, Loss, _acceleration
+from .monge_metric import HvpMode, Loss, geodesic_acceleration
 
 Method = Literal["dopri5", "euler", "rk4"]
 
@@ -78,7 +77,7 @@ def _solve_batch(
 ) -> tuple[torch.Tensor, int]:
     """Solve eq (19) for curves v [S, K] from theta [K]; returns the states [T, S, 2K] and the NFE."""
     n, k = v.shape
-    acceleration = vmap(lambda a, da: _acceleration(loss, a, da, hvp))
+    acceleration = lambda a, da: geodesic_acceleration(loss, a, da, hvp)  # vmapped over curves inside
     counter = {"nfe": 0}
     start = time.perf_counter()
 
@@ -238,7 +237,7 @@ def euler_curve_approximation(
     eps = 1.0 / n
     v2 = v[None] if v.ndim == 1 else v
     velocity, position = v2, theta.expand_as(v2)
-    acceleration = vmap(lambda a, da: _acceleration(loss, a, da, hvp))
+    acceleration = lambda a, da: geodesic_acceleration(loss, a, da, hvp)  # vmapped over curves inside
     kappa = torch.zeros_like(velocity)
     for j in range(n - 1):
         accel = acceleration(position, velocity)
