@@ -77,7 +77,6 @@ def _solve_batch(
 ) -> tuple[torch.Tensor, int]:
     """Solve eq (19) for curves v [S, K] from theta [K]; returns the states [T, S, 2K] and the NFE."""
     n, k = v.shape
-    acceleration = lambda a, da: geodesic_acceleration(loss, a, da, hvp)  # vmapped over curves inside
     counter = {"nfe": 0}
     start = time.perf_counter()
 
@@ -88,7 +87,7 @@ def _solve_batch(
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             raise _BudgetExceeded
         position, velocity = state[:, :k], state[:, k:]
-        out = torch.cat([velocity, acceleration(position, velocity)], dim=1)
+        out = torch.cat([velocity, geodesic_acceleration(loss, position, velocity, hvp)], dim=1)
         bad = ~torch.isfinite(out).all(dim=1)
         if bool(bad.any()):
             raise GeodesicError(
@@ -237,10 +236,9 @@ def euler_curve_approximation(
     eps = 1.0 / n
     v2 = v[None] if v.ndim == 1 else v
     velocity, position = v2, theta.expand_as(v2)
-    acceleration = lambda a, da: geodesic_acceleration(loss, a, da, hvp)  # vmapped over curves inside
     kappa = torch.zeros_like(velocity)
     for j in range(n - 1):
-        accel = acceleration(position, velocity)
+        accel = geodesic_acceleration(loss, position, velocity, hvp)  # [S, K]: one vmapped pass
         kappa = kappa - (n - 1 - j) * accel
         position = position + eps * velocity
         velocity = velocity + eps * accel

@@ -30,8 +30,7 @@ from torch.func import grad, jvp, vjp, vmap
 
 from .geodesics import GeodesicSolution, solve_geodesics
 from .lanczos import lanczos
-
-Loss = Callable[[torch.Tensor], torch.Tensor]
+from .monge_metric import Loss
 
 
 @dataclass(frozen=True)
