@@ -72,3 +72,25 @@ def generate_ensemble(
         out = generate(ensemble_field(model, layout, block), x0.repeat(block.shape[0], 1), **generate_options)
         parts.append(out.reshape(*out.shape[:-2], block.shape[0], *x0.shape))
     return torch.cat(parts, dim=-3)
+
+
+def ensemble_field_std(
+    model: nn.Module,
+    layout: ParameterLayout,
+    thetas: torch.Tensor,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    models_per_chunk: int = 64,
+) -> torch.Tensor:
+    """Standard deviation over the S models of u_{theta_s}(x, t) per point (Fig. 4, right): [N, D].
+
+    Models are evaluated in chunks so S x N never has to fit in memory at once.
+    """
+    if models_per_chunk < 1:
+        raise ValueError(f"models_per_chunk must be positive, got {models_per_chunk}")
+    if thetas.shape[0] < 2:
+        raise ValueError("need at least two models for a standard deviation")
+    velocities = torch.cat(
+        [ensemble_velocity(model, layout, block, x, t) for block in thetas.split(models_per_chunk)]
+    )
+    return velocities.std(dim=0)

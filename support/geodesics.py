@@ -16,22 +16,32 @@ Design decisions (see the geometry chapters):
   re-solved, down to single curves, so a curve is flagged unconverged exactly when it alone
   exceeds the budget, and its batch-mates are still returned. Flagged curves are reported in
   ``GeodesicSolution.converged``; :func:`exp_map` raises instead of returning them.
+* **Long runs** show a progress bar (``progress=True``) and, with ``checkpoint=path``, save the
+  solved curves atomically every ``CHECKPOINT_EVERY_SECONDS`` and at the end; a rerun with the
+  same inputs resumes from the file (a fingerprint of theta, v, times and the solver options
+  guards against reusing it for other inputs).
 * **Fixed-step methods** ``euler`` and ``rk4`` (torchdiffeq's ``rk4`` is the 3/8 rule) are
   available for the sensitivity comparison of App. D.3.1.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torchdiffeq import odeint
+from tqdm import tqdm
 
 from .monge_metric import HvpMode, Loss, geodesic_acceleration
+from .results import atomic_torch_save
 
 Method = Literal["dopri5", "euler", "rk4"]
+CHECKPOINT_EVERY_SECONDS = 60.0
 
 
 class GeodesicError(RuntimeError):
@@ -107,6 +117,30 @@ def _solve_batch(
     return states, counter["nfe"]
 
 
+def _fingerprint(theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, *options: object) -> str:
+    digest = hashlib.sha256()
+    for tensor in (theta, v, times):
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(options).encode())
+    return digest.hexdigest()
+
+
+def _load_checkpoint(path: str | Path | None, fingerprint: str) -> dict | None:
+    """The saved progress for these inputs, or None (no file, or a file for other inputs)."""
+    if path is None or not Path(path).exists():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if saved.get("fingerprint") != fingerprint:
+        warnings.warn(
+            f"checkpoint {path} was written for other inputs (theta, v, times or solver options); "
+            "starting afresh and overwriting it",
+            stacklevel=3,
+        )
+        return None
+    return saved
+
+
 def solve_geodesics(
     loss: Loss,
     theta: torch.Tensor,
@@ -120,6 +154,8 @@ def solve_geodesics(
     max_seconds: float | None = None,
     hvp: HvpMode = "forward",
     chunk_size: int | None = None,
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> GeodesicSolution:
     """Solve the geodesic equation (19) from alpha(0) = theta with alpha'(0) = v for every row of v.
 
@@ -144,6 +180,12 @@ def solve_geodesics(
         If set, curves are sorted by initial speed ||v|| and solved in batches of this size.
         Per-curve error control makes a batch take the steps of its hardest curve; grouping curves
         of similar speed keeps easy curves from paying for hard ones (``benchmarks/geodesics.py``).
+    progress:
+        Show a progress bar over curves.
+    checkpoint:
+        File to save solved curves to (atomically, every ``CHECKPOINT_EVERY_SECONDS`` and at the
+        end) and to resume from. The fingerprint covers theta, v, times and the solver options
+        but not the loss function: use a different file for a different loss.
     """
     if theta.ndim != 1:
         raise ValueError(f"theta must have shape [K], got {tuple(theta.shape)}")
@@ -163,13 +205,29 @@ def solve_geodesics(
         raise ValueError("times must be a strictly increasing 1-D tensor starting at 0")
 
     n, k = v2.shape
-    states = torch.full((len(times), n, 2 * k), float("nan"), dtype=theta.dtype, device=theta.device)
-    converged = torch.zeros(n, dtype=torch.bool)
-    nfe = torch.zeros(n, dtype=torch.long)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    fingerprint = _fingerprint(theta, v2, times, method, rtol, atol, steps, max_nfe, max_seconds, hvp, chunk_size)
+    saved = _load_checkpoint(checkpoint, fingerprint)
+    if saved is None:
+        states = torch.full((len(times), n, 2 * k), float("nan"), dtype=theta.dtype, device=theta.device)
+        converged = torch.zeros(n, dtype=torch.bool)
+        nfe = torch.zeros(n, dtype=torch.long)
+        done = torch.zeros(n, dtype=torch.bool)
+    else:
+        states = saved["states"].to(theta.device)
+        converged, nfe, done = saved["converged"], saved["nfe"], saved["done"]
+
+    def save() -> None:
+        if checkpoint is not None:
+            payload = {"fingerprint": fingerprint, "states": states.cpu(), "converged": converged, "nfe": nfe, "done": done}
+            atomic_torch_save(payload, Path(checkpoint))
+
     order = torch.argsort(v2.norm(dim=1).cpu(), descending=True)
-    pending = list(order.split(chunk_size or n))
+    order = order[~done[order]]
+    pending = list(order.split(chunk_size or n)) if len(order) else []
+    bar = tqdm(total=n, initial=int(done.sum()), desc="geodesics", unit="curve", disable=not progress)
+    last_save = time.perf_counter()
     while pending:
         idx = pending.pop()
         try:
@@ -180,10 +238,21 @@ def solve_geodesics(
             if len(idx) > 1:
                 half = len(idx) // 2
                 pending += [idx[half:], idx[:half]]
+            else:
+                done[idx] = True
+                bar.update(1)
             continue
         states[:, idx.to(states.device)] = out
         converged[idx] = True
         nfe[idx] = used
+        done[idx] = True
+        bar.update(len(idx))
+        if time.perf_counter() - last_save > CHECKPOINT_EVERY_SECONDS:
+            save()
+            last_save = time.perf_counter()
+    bar.close()
+    if saved is None or len(order):
+        save()
     solution = GeodesicSolution(times, states[..., :k], states[..., k:], converged, nfe)
     if v.ndim == 1:
         return GeodesicSolution(times, solution.position[:, 0], solution.velocity[:, 0], converged, nfe)

@@ -126,3 +126,27 @@ def memorised_interval(distance: float, c: float) -> tuple[float, float]:
         raise ValueError(f"c must lie in (0, 1), got {c}")
     root = c**0.5
     return -root * distance / (1 - root), root * distance / (1 + root)
+
+
+def theorem_4_1_window(
+    d1: torch.Tensor | float, d2: torch.Tensor | float, c: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Displacements that un-memorise a point (Theorem 4.1, consistent form; App. B.1).
+
+    A generated point x_hat at distance ``d1`` from its nearest training point x^(1) and ``d2``
+    (>= d1) from the second x^(2), all three on one line, moves by delta straight towards
+    x^(2). With Definition 2.1 read as squared distances (eq 7-8: d1^2 <= c d2^2, i.e.
+    d1 <= sqrt(c) d2), the moved point is *not* memorised iff
+
+        (sqrt(c) d2 - d1) / (1 + sqrt(c)) < ||delta|| < (d2 - sqrt(c) d1) / (1 + sqrt(c)).
+
+    Returns ``(lower, upper)``. A negative ``lower`` means x_hat is not memorised to begin with.
+    The window's width (1 - sqrt(c)) (d1 + d2) / (1 + sqrt(c)) depends only on d1 + d2.
+    """
+    d1_t, d2_t = torch.as_tensor(d1, dtype=torch.float64), torch.as_tensor(d2, dtype=torch.float64)
+    if bool((d1_t < 0).any()) or bool((d2_t < d1_t).any()):
+        raise ValueError("need 0 <= d1 <= d2 (d1: nearest training point, d2: second nearest)")
+    if not 0 < c < 1:
+        raise ValueError(f"c must lie in (0, 1), got {c}")
+    root = c**0.5
+    return (root * d2_t - d1_t) / (1 + root), (d2_t - root * d1_t) / (1 + root)

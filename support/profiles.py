@@ -73,6 +73,36 @@ class LaplaceSizes:
 
 
 @dataclass(frozen=True)
+class Theorem41Sizes:
+    """Sizes of the Theorem 4.1 chapter (Sec. 4.1-4.2, App. B.1)."""
+
+    line_points: int
+    """Grid points along the segment between two training points (and along ||delta||)."""
+    taylor_samples: int
+    """Antithetic Monte Carlo pairs v, -v per perturbation scale in the Sec. 4.1 Taylor check."""
+
+
+@dataclass(frozen=True)
+class Experiment1DSizes:
+    """Sizes of the 1D experiment (Sec. 5.1, App. C.1, C.1.1; Figs. 4, 5, 8)."""
+
+    posterior_samples: int
+    """S models drawn from each of the Euclidean and Riemannian Laplace approximations."""
+    base_samples: int
+    """N base points x0 ~ p0 pushed through every model (N x S points per method, eq 35-36)."""
+    kl_repetitions: int
+    """Repetitions of the KL estimate (the paper: 50) ..."""
+    kl_subset: int
+    """... each on this many generated samples (the paper: 100)."""
+    field_grid: tuple[int, int]
+    """(x, t) grid of the Fig. 4 velocity-field statistics."""
+    geodesic_chunk: int
+    """Curves per batched geodesic solve (1-4 measured fastest on a CPU; larger on a GPU)."""
+    checkpoint: bool
+    """Save solved geodesics atomically under the build folder and resume from them."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between a CI run and a paper-scale run."""
 
@@ -84,6 +114,8 @@ class Profile:
     memorisation: MemorisationSizes
     geometry: GeometrySizes
     laplace: LaplaceSizes
+    theorem_4_1: Theorem41Sizes
+    experiment_1d: Experiment1DSizes
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
@@ -107,6 +139,11 @@ def _smoke() -> Profile:
         memorisation=MemorisationSizes(n_samples=2000, n_thresholds=99),
         geometry=GeometrySizes(banana_samples=2000, network_geodesics=64, christoffel_checks=20),
         laplace=LaplaceSizes(lanczos_k=100, posterior_samples=8, base_samples=300),
+        theorem_4_1=Theorem41Sizes(line_points=401, taylor_samples=256),
+        experiment_1d=Experiment1DSizes(
+            posterior_samples=16, base_samples=300, kl_repetitions=50, kl_subset=100,
+            field_grid=(61, 41), geodesic_chunk=2, checkpoint=False,
+        ),
     )
 
 
@@ -123,6 +160,12 @@ def _paper() -> Profile:
         memorisation=MemorisationSizes(n_samples=10000, n_thresholds=199),
         geometry=GeometrySizes(banana_samples=10000, network_geodesics=1000, christoffel_checks=200),
         laplace=LaplaceSizes(lanczos_k=400, posterior_samples=32, base_samples=1000),
+        theorem_4_1=Theorem41Sizes(line_points=2001, taylor_samples=2000),
+        experiment_1d=Experiment1DSizes(
+            posterior_samples=1000, base_samples=1000, kl_repetitions=50, kl_subset=100,
+            field_grid=(121, 101), geodesic_chunk=2 if not torch.cuda.is_available() else 250,
+            checkpoint=True,
+        ),
     )
 
 

@@ -18,7 +18,8 @@ from .flow_matching import (
     flow_matching_loss,
     train_velocity_field,
 )
-from .parameters import parameter_loss
+from .laplace import LowRankLaplace, exact_hessian, positive_part
+from .parameters import ParameterLayout, parameter_loss
 from .profiles import Profile
 from .toy_data import IsotropicGMM, gmm_1d
 
@@ -65,3 +66,29 @@ def small_network_loss(
     train_velocity_field(model, data, steps=steps, learning_rate=1e-2, progress=False)
     theta_star, loss, _ = parameter_loss(model, lambda forward: flow_matching_loss(forward, data))
     return theta_star, loss
+
+
+RELATIVE_EIGENVALUE_FLOOR = 1e-3
+"""The book's positive part for the 1D network: keep eigenpairs above 1e-3 of the largest
+eigenvalue (the Laplace chapter shows why the literal lambda > 0 is ill-posed for an exact Hessian)."""
+
+
+@dataclass
+class Laplace1D:
+    """The Laplace approximation of the memorising 1D flow over all its parameters (App. C.1)."""
+
+    theta_star: torch.Tensor
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    layout: ParameterLayout
+    eigenvalues: torch.Tensor
+    """The exact Hessian's eigenvalues, descending (all of them, both signs)."""
+    posterior: LowRankLaplace
+
+
+def laplace_1d(problem: MemorisingFlow1D, relative_floor: float = RELATIVE_EIGENVALUE_FLOOR) -> Laplace1D:
+    """Exact Hessian of L_FM at theta* (uniform prior), eigendecomposed, positive part above the floor."""
+    theta_star, loss, layout = parameter_loss(problem.model, lambda forward: flow_matching_loss(forward, problem.data))
+    eigenvalues, eigenvectors = torch.linalg.eigh(exact_hessian(loss, theta_star))
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+    posterior = positive_part(eigenvalues, eigenvectors, min_eigenvalue=relative_floor * eigenvalues[0].item())
+    return Laplace1D(theta_star, loss, layout, eigenvalues, posterior)

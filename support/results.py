@@ -1,0 +1,110 @@
+"""Where runs write their outputs: results JSON, tables and checkpoints, all under the build folder.
+
+Every profile builds into ``_build/<profile>`` (the Makefile's ``make book``); the experiment
+chapters write their headline numbers to ``_build/<profile>/results/<name>.json`` and long jobs
+keep checkpoints in ``_build/<profile>/checkpoints``. ``BOOK_BUILD_DIR`` overrides the folder.
+
+Every write is atomic (a temporary file in the same folder, then ``os.replace``), so an
+interrupted run never leaves a truncated file behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .profiles import Profile
+
+BUILD_DIR_ENV_VAR = "BOOK_BUILD_DIR"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_dir(profile: Profile) -> Path:
+    """``$BOOK_BUILD_DIR`` if set, else ``<repo>/_build/<profile name>`` (where ``make book`` builds)."""
+    override = os.environ.get(BUILD_DIR_ENV_VAR, "").strip()
+    return Path(override) if override else REPO_ROOT / "_build" / profile.name
+
+
+def results_dir(profile: Profile) -> Path:
+    path = build_dir(profile) / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def checkpoint_dir(profile: Profile) -> Path:
+    path = build_dir(profile) / "checkpoints"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` that leaves either the old file or the complete new one, never a partial one."""
+    _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    _atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def git_commit() -> str:
+    """The commit the book was run from (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_metadata(profile: Profile) -> dict[str, Any]:
+    """Provenance stored with every results file: profile, device, date, commit, versions."""
+    device = str(profile.device)
+    if profile.device.type == "cuda":
+        device += f" ({torch.cuda.get_device_name(profile.device)})"
+    return {
+        "profile": profile.name,
+        "device": device,
+        "dtype": str(profile.dtype),
+        "seed": profile.seed,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "torch": torch.__version__,
+    }
+
+
+def write_results(name: str, results: Mapping[str, Any], profile: Profile) -> Path:
+    """Write ``{"metadata": ..., "results": results}`` to ``results/<name>.json``; returns the path."""
+    path = results_dir(profile) / f"{name}.json"
+    payload = {"metadata": run_metadata(profile), "results": results}
+    atomic_write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", path)
+    return path
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub/MyST markdown table (for ``IPython.display.Markdown`` and the results folder)."""
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError("every row must have one entry per header column")
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
