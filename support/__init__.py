@@ -20,4 +20,7 @@ geodesics      batched exponential map (dopri5/Euler/RK4, budgets, flags) and Ap
 lanczos        matrix-free Lanczos with full re-orthogonalisation (App. D.2)
 laplace        exact / Lanczos Laplace approximations, positive part, samplers (Alg. 1, App. D.2)
 ensembles      vmapped velocity fields and generation for S posterior samples (eq 35-36)
+endpoint_sensitivity  Sec. 4.1: bias and variance of a generated point under weight perturbations
+divergences    KL(p_* || KDE) and W1 between generated and target samples (Fig. 5, App. C.1)
+results        build folder, atomic writes, results JSON with provenance, markdown tables
 """

@@ -99,3 +99,27 @@ def test_memorised_interval_matches_a_dense_classification(c):
         memorised_interval(0.0, c)
     with pytest.raises(ValueError):
         memorised_interval(1.0, 1.2)
+
+
+def test_theorem_4_1_window_matches_definition_2_1_by_brute_force():
+    from support.memorisation import theorem_4_1_window
+
+    c, L = 0.2, 2.0
+    train = torch.tensor([[0.0], [L]])
+    generator = torch.Generator().manual_seed(5)
+    d1 = torch.rand(2000, generator=generator) * (c**0.5 * L / (1 + c**0.5))  # memorised points near x1
+    delta = torch.rand(2000, generator=generator) * (L - d1)
+    lower, upper = theorem_4_1_window(d1, L - d1, c)
+    predicted_free = (delta > lower) & (delta < upper)
+    actual_free = ~is_memorised((d1 + delta)[:, None], train, c)
+    assert bool((predicted_free == actual_free).all())
+    assert 0.1 < predicted_free.double().mean() < 0.9  # both outcomes are exercised
+
+
+def test_theorem_4_1_window_rejects_bad_input():
+    from support.memorisation import theorem_4_1_window
+
+    with pytest.raises(ValueError, match="d1 <= d2"):
+        theorem_4_1_window(2.0, 1.0, 0.3)
+    with pytest.raises(ValueError, match="c must lie"):
+        theorem_4_1_window(0.1, 1.0, 1.0)

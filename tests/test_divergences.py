@@ -1,0 +1,61 @@
+"""KL / W1 estimators of the 1D experiment against closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from support.divergences import MAX_LOO_POINTS, kde, kl_target_to_kde, loo_bandwidth, repeated_kl, wasserstein_1d
+from support.toy_data import IsotropicGMM
+
+torch.set_default_dtype(torch.float64)
+
+
+def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * x[:, 0] ** 2 - 0.5 * math.log(2 * math.pi)
+
+
+def test_kl_matches_the_gaussian_closed_form_for_a_fixed_bandwidth():
+    # KDE of N(mu, 1) samples with bandwidth h is ~ N(mu, 1 + h^2): KL(N(0,1) || N(mu, s^2)) in closed form.
+    generator = torch.Generator().manual_seed(0)
+    mu, h = 0.7, 0.3
+    samples = mu + torch.randn(20_000, generator=generator)
+    estimate = kl_target_to_kde(standard_normal_log_prob, samples, torch.linspace(-8, 8, 3201), bandwidth=h)
+    m, s2 = samples.mean().item(), samples.var().item() + h**2  # moments of the KDE itself
+    exact = 0.5 * math.log(s2) + (1 + m**2) / (2 * s2) - 0.5
+    assert estimate == pytest.approx(exact, abs=3e-3)
+
+
+def test_loo_bandwidth_is_near_the_normal_reference_rule_and_shrinks_for_near_copies():
+    generator = torch.Generator().manual_seed(1)
+    samples = torch.randn(500, generator=generator)
+    silverman = 1.06 * 500 ** (-1 / 5)
+    assert 0.5 * silverman < loo_bandwidth(samples) < 2 * silverman
+    copies = torch.tensor([-1.5, 1.5]).repeat(50) + 1e-3 * torch.randn(100, generator=generator)
+    assert loo_bandwidth(copies) < 0.01  # memorised samples get a bandwidth at their own scale
+    assert kde(copies, "scott").factor * copies.std().item() > 0.5  # Scott's rule does not
+
+
+def test_repeated_kl_orders_memorisation_and_reports_standard_errors():
+    generator = torch.Generator().manual_seed(2)
+    target = IsotropicGMM(torch.tensor([[-1.5], [1.5]]), torch.tensor([0.1, 0.1]))
+    grid = torch.linspace(-6, 6, 1201)
+    good = repeated_kl(target.log_prob, target.sample(2000, generator), grid, 20, 100, generator)
+    memorised = torch.tensor([[-1.5], [1.5]]).repeat(1000, 1) + 1e-3 * torch.randn(2000, 1, generator=generator)
+    bad = repeated_kl(target.log_prob, memorised, grid, 20, 100, generator)
+    assert len(good.values) == 20 and good.standard_error > 0
+    assert bad.mean > 10 * good.mean
+    with pytest.raises(ValueError, match="subset"):
+        repeated_kl(target.log_prob, memorised[:50], grid, 2, 100, generator)
+
+
+def test_wasserstein_of_a_shift_is_the_shift_and_bad_input_is_rejected():
+    x = torch.randn(300, generator=torch.Generator().manual_seed(3))
+    assert wasserstein_1d(x + 0.25, x) == pytest.approx(0.25, abs=1e-12)
+    with pytest.raises(ValueError, match="non-finite"):
+        wasserstein_1d(torch.tensor([0.0, float("nan")]), x)
+    with pytest.raises(ValueError, match="1-D"):
+        wasserstein_1d(torch.zeros(3, 2), x)
+    with pytest.raises(ValueError, match="at most"):
+        loo_bandwidth(np.zeros(MAX_LOO_POINTS + 1))
