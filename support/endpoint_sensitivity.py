@@ -73,15 +73,15 @@ def taylor_moments(phi: EndpointMap, posterior: LowRankLaplace, scale: float = 1
         raise ValueError("taylor_moments needs the low-rank posterior (prior_precision = 0)")
     zero = torch.zeros(posterior.dim, dtype=posterior.eigenvectors.dtype, device=posterior.eigenvectors.device)
     root = posterior.eigenvectors * posterior.eigenvalues.rsqrt()  # Sigma^{1/2}: [K, r]
-    jac = jacrev(phi)(zero).flatten(0, -2)  # [N*D, K]
-    projected = jac @ root
+    jac = jacrev(phi)(zero)  # [N, D, K]
+    shape = jac.shape[:-1]
+    projected = jac.flatten(0, -2) @ root
     variance = scale**2 * projected.square().sum(dim=1)
 
     def second_directional(w: torch.Tensor) -> torch.Tensor:
         return jvp(lambda u: jvp(phi, (u,), (w,))[1], (zero,), (w,))[1]
 
     curvature = vmap(second_directional, in_dims=1)(root).sum(dim=0).flatten()
-    shape = phi(zero).shape
     return EndpointMoments(bias=(0.5 * scale**2 * curvature).reshape(shape), variance=variance.reshape(shape))
 
 

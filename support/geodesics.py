@@ -19,7 +19,7 @@ Design decisions (see the geometry chapters):
 * **Long runs** show a progress bar (``progress=True``) and, with ``checkpoint=path``, save the
   solved curves atomically every ``CHECKPOINT_EVERY_SECONDS`` and at the end; a rerun with the
   same inputs resumes from the file (a fingerprint of theta, v, times and the solver options
-  guards against reusing it for other inputs).
+  guards against reusing it for other inputs: a stale file is overwritten, with a warning).
 * **Fixed-step methods** ``euler`` and ``rk4`` (torchdiffeq's ``rk4`` is the 3/8 rule) are
   available for the sensitivity comparison of App. D.3.1.
 """
@@ -126,7 +126,7 @@ def _fingerprint(theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, *opt
     return digest.hexdigest()
 
 
-def _load_checkpoint(path: str | Path | None, fingerprint: str) -> dict | None:
+def _load_checkpoint(path: str | Path | None, fingerprint: str | None) -> dict | None:
     """The saved progress for these inputs, or None (no file, or a file for other inputs)."""
     if path is None or not Path(path).exists():
         return None
@@ -207,7 +207,9 @@ def solve_geodesics(
     n, k = v2.shape
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    fingerprint = _fingerprint(theta, v2, times, method, rtol, atol, steps, max_nfe, max_seconds, hvp, chunk_size)
+    fingerprint = None
+    if checkpoint is not None:
+        fingerprint = _fingerprint(theta, v2, times, method, rtol, atol, steps, max_nfe, max_seconds, hvp, chunk_size)
     saved = _load_checkpoint(checkpoint, fingerprint)
     if saved is None:
         states = torch.full((len(times), n, 2 * k), float("nan"), dtype=theta.dtype, device=theta.device)
