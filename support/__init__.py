@@ -11,7 +11,9 @@ plotting       the shared figure style and per-method colours
 toy_data       Gaussian-mixture targets of the toy experiments (Sec. 5.1, App. C)
 flow_matching  velocity networks, the deterministic FM dataset and loss, generation, closed forms
 memorisation   Definition 2.1, the memorisation ratio (eq 8) and its K-neighbour variant (App. D.4)
+memorising_flow  a flow trained to memorise a small training set, and its exact Laplace approximation
 toy_1d         the memorising 1D flow of Sec. 5.1 and a small 25-parameter variant
+toy_2d         the six memorised points and the memorising 2D flow of App. C.2
 toy_losses     closed-form losses with curved valleys (the banana)
 parameters     losses as functions of a flat parameter vector, for any subset of a module
 monge_metric   G = I + grad L grad L^T (eq 16-18), Sherman-Morrison, the geodesic acceleration (eq 19)
@@ -21,6 +23,6 @@ lanczos        matrix-free Lanczos with full re-orthogonalisation (App. D.2)
 laplace        exact / Lanczos Laplace approximations, positive part, samplers (Alg. 1, App. D.2)
 ensembles      vmapped velocity fields and generation for S posterior samples (eq 35-36)
 endpoint_sensitivity  Sec. 4.1: bias and variance of a generated point under weight perturbations
-divergences    KL(p_* || KDE) and W1 between generated and target samples (Fig. 5, App. C.1)
+divergences    KL(p_* || KDE) and W1 (POT, eq 38) between generated and target samples (Fig. 5, App. C)
 results        build folder, atomic writes, results JSON with provenance, markdown tables
 """

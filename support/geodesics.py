@@ -285,6 +285,40 @@ def exp_map(
     return solution.position if times is not None else solution.endpoint
 
 
+def exp_map_along_line(
+    loss: Loss, theta: torch.Tensor, direction: torch.Tensor, scales: torch.Tensor, **solver_options
+) -> torch.Tensor:
+    """Exp_theta(s v) for many real scales s from two geodesic solves (eq 15 with a 1-D velocity set).
+
+    Geodesics are homogeneous: the curve with initial velocity s v is the one with initial
+    velocity v run s times as fast, alpha_{s v}(t) = alpha_v(s t). So Exp(s v) = alpha_v(s) for
+    s > 0 and alpha_{-v}(|s|) for s < 0, and all samples of a Laplace approximation restricted to
+    one direction (App. C.2: v = z u_1 / sqrt(lambda_1), scaled by eta) lie on two geodesic rays,
+    each solved once with an output at every |s|.
+
+    ``direction`` has shape [K], ``scales`` [M]; returns [M, K]. ``solver_options`` are those of
+    :func:`solve_geodesics` (without ``checkpoint``: two short solves need none). Raises
+    :class:`GeodesicError` if a ray does not converge within the budget.
+    """
+    if direction.shape != theta.shape or theta.ndim != 1:
+        raise ValueError(f"need theta and direction of shape [K]; got {tuple(theta.shape)}, {tuple(direction.shape)}")
+    scales = torch.as_tensor(scales, dtype=theta.dtype, device=theta.device)
+    if scales.ndim != 1 or not bool(torch.isfinite(scales).all()):
+        raise ValueError(f"scales must be a finite 1-D tensor, got shape {tuple(scales.shape)}")
+    if "checkpoint" in solver_options:
+        raise ValueError("exp_map_along_line does not checkpoint; solve_geodesics does")
+    out = theta.expand(len(scales), -1).clone()
+    for sign in (1.0, -1.0):
+        ray = sign * scales > 0
+        if not bool(ray.any()):
+            continue
+        lengths, index = torch.unique(scales[ray].abs(), return_inverse=True)  # sorted ascending
+        times = torch.cat([lengths.new_zeros(1), lengths])
+        path = exp_map(loss, theta, sign * direction, times=times, **solver_options)
+        out[ray] = path[1:][index]
+    return out
+
+
 def euler_curve_approximation(
     loss: Loss, theta: torch.Tensor, v: torch.Tensor, n: int, hvp: HvpMode = "forward"
 ) -> tuple[torch.Tensor, torch.Tensor]:

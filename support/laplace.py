@@ -66,6 +66,16 @@ class LowRankLaplace:
             v = v + outside / self.prior_precision**0.5
         return scale * v
 
+    def leading(self, r: int) -> LowRankLaplace:
+        """The approximation restricted to the ``r`` largest eigenpairs (App. C.2 uses r = 1: v along
+        the Hessian's top eigenvector, v = z u_1 / sqrt(lambda_1), z ~ N(0, 1))."""
+        if not 1 <= r <= self.rank:
+            raise ValueError(f"r must lie in [1, {self.rank}], got {r}")
+        if self.prior_precision > 0:
+            raise ValueError("leading() keeps v inside the span of the top eigenvectors, which a Gaussian prior "
+                             "(prior_precision > 0) would leave; restrict before adding a prior")
+        return LowRankLaplace(self.eigenvalues[:r], self.eigenvectors[:, :r], self.n_dropped + self.rank - r)
+
     def covariance(self) -> torch.Tensor:
         """The dense K x K covariance (small K and tests only)."""
         u = self.eigenvectors

@@ -103,6 +103,34 @@ class Experiment1DSizes:
 
 
 @dataclass(frozen=True)
+class Experiment2DSizes:
+    """Sizes of the 2D experiment (App. C.2; Figs. 9, 10, 11)."""
+
+    n_pairs: int
+    """Size N of the deterministic flow-matching dataset over the six memorised points."""
+    hidden: tuple[int, ...]
+    """Hidden widths of the 2D velocity MLP."""
+    train_steps: int
+    learning_rate: float
+    points: int
+    """Generated points per method and eta, and target points, for W1 (the paper: 3000)."""
+    etas_top: tuple[float, ...]
+    """Scales eta of v along the Hessian's top eigenvector (App. C.2)."""
+    etas_full: tuple[float, ...]
+    """Scales eta of v ~ N(0, H_+^-1) over all kept eigenpairs (not in the paper)."""
+    full_models: int
+    """Models S drawn from the full-covariance posterior (one geodesic each); points / S base points per model."""
+    trajectories: int
+    """Trajectories drawn per panel of Fig. 10."""
+    euler_steps: int
+    """Uniform Euler steps of the sampler, eq (2)."""
+    geodesic_chunk: int
+    """Curves per batched geodesic solve of the full-covariance posterior."""
+    checkpoint: bool
+    """Save the full-covariance geodesics atomically under the build folder and resume from them."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between a CI run and a paper-scale run."""
 
@@ -116,6 +144,7 @@ class Profile:
     laplace: LaplaceSizes
     theorem_4_1: Theorem41Sizes
     experiment_1d: Experiment1DSizes
+    experiment_2d: Experiment2DSizes
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
@@ -144,6 +173,11 @@ def _smoke() -> Profile:
             posterior_samples=16, base_samples=300, kl_repetitions=50, kl_subset=100,
             field_grid=(61, 41), geodesic_chunk=2, checkpoint=False,
         ),
+        experiment_2d=Experiment2DSizes(
+            n_pairs=2000, hidden=(32, 32), train_steps=2500, learning_rate=3e-3, points=1000,
+            etas_top=(1.0, 4.0, 16.0), etas_full=(0.1, 0.3, 1.0), full_models=4, trajectories=12,
+            euler_steps=100, geodesic_chunk=2, checkpoint=False,
+        ),
     )
 
 
@@ -164,6 +198,12 @@ def _paper() -> Profile:
         experiment_1d=Experiment1DSizes(
             posterior_samples=1000, base_samples=1000, kl_repetitions=50, kl_subset=100,
             field_grid=(121, 101), geodesic_chunk=2 if not torch.cuda.is_available() else 250,
+            checkpoint=True,
+        ),
+        experiment_2d=Experiment2DSizes(
+            n_pairs=4000, hidden=(32, 32), train_steps=10000, learning_rate=3e-3, points=3000,
+            etas_top=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0), etas_full=(0.1, 0.2, 0.3, 0.5, 1.0), full_models=100,
+            trajectories=24, euler_steps=100, geodesic_chunk=2 if not torch.cuda.is_available() else 100,
             checkpoint=True,
         ),
     )

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from support.divergences import MAX_LOO_POINTS, kde, kl_target_to_kde, loo_bandwidth, repeated_kl, wasserstein_1d
+from support.divergences import (
+    MAX_LOO_POINTS,
+    kde,
+    kl_target_to_kde,
+    loo_bandwidth,
+    repeated_kl,
+    wasserstein_1,
+    wasserstein_1d,
+)
 from support.toy_data import IsotropicGMM
 
 torch.set_default_dtype(torch.float64)
@@ -59,3 +67,27 @@ def test_wasserstein_of_a_shift_is_the_shift_and_bad_input_is_rejected():
         wasserstein_1d(torch.zeros(3, 2), x)
     with pytest.raises(ValueError, match="at most"):
         loo_bandwidth(np.zeros(MAX_LOO_POINTS + 1))
+
+
+def test_wasserstein_1_of_a_translation_is_its_length_in_any_dimension():
+    # W1(mu, mu + a) = ||a||: the shift coupling attains the 1-Lipschitz lower bound |E<a/|a|, Y - X>|.
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(400, 2, generator=generator)
+    shift = torch.tensor([0.3, -0.4])
+    assert wasserstein_1(x, x + shift) == pytest.approx(0.5, abs=1e-12)
+    assert wasserstein_1(x, x) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_wasserstein_1_agrees_with_scipy_in_1d_for_unequal_sizes():
+    generator = torch.Generator().manual_seed(4)
+    a, b = torch.randn(300, 1, generator=generator), 1.3 * torch.randn(170, 1, generator=generator) + 0.2
+    assert wasserstein_1(a, b) == pytest.approx(wasserstein_1d(a, b), rel=1e-9)
+
+
+def test_wasserstein_1_rejects_bad_input():
+    with pytest.raises(ValueError, match="non-finite"):
+        wasserstein_1(torch.tensor([[0.0, float("inf")]]), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="dimensions differ"):
+        wasserstein_1(torch.zeros(3, 2), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="shape"):
+        wasserstein_1(torch.zeros(3), torch.zeros(3, 1))

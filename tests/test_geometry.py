@@ -8,7 +8,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from support.christoffel import christoffel_symbols, geodesic_acceleration_from_christoffel, monge_metric_fn
-from support.geodesics import GeodesicError, euler_curve_approximation, exp_map, solve_geodesics
+from support.geodesics import GeodesicError, euler_curve_approximation, exp_map, exp_map_along_line, solve_geodesics
 from support.monge_metric import (
     geodesic_acceleration,
     gradient_and_hvp,
@@ -217,3 +217,23 @@ def test_chunked_solves_return_curves_in_the_original_order():
     assert chunked.nfe.min() < whole.nfe.min()  # the slow curves no longer set everyone's steps
     with pytest.raises(ValueError, match="chunk_size"):
         solve_geodesics(wiggly, theta, v, chunk_size=0)
+
+
+def test_exp_map_along_line_equals_direct_solves_of_the_scaled_velocities():
+    """Homogeneity alpha_{s v}(1) = alpha_v(s): two ray solves reproduce one solve per scale, any sign."""
+    theta, direction = torch.zeros(3), torch.tensor([0.6, -0.2, 0.5])
+    scales = torch.tensor([1.5, -0.7, 0.0, 0.3, 1.5, -2.0])  # a repeat, a zero, both signs
+    got = exp_map_along_line(wiggly, theta, direction, scales, rtol=1e-10, atol=1e-12)
+    nonzero = scales != 0
+    direct = exp_map(wiggly, theta, scales[nonzero, None] * direction, rtol=1e-10, atol=1e-12)
+    assert got.shape == (6, 3)
+    assert torch.allclose(got[nonzero], direct, atol=1e-7)
+    assert torch.equal(got[2], theta) and torch.equal(got[0], got[4])
+    with pytest.raises(ValueError, match="shape"):
+        exp_map_along_line(wiggly, theta, direction[:2], scales)
+    with pytest.raises(ValueError, match="finite"):
+        exp_map_along_line(wiggly, theta, direction, torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="checkpoint"):
+        exp_map_along_line(wiggly, theta, direction, scales, checkpoint="x.pt")
+    with pytest.raises(GeodesicError, match="did not converge"):
+        exp_map_along_line(wiggly, theta, direction, scales, max_nfe=5)

@@ -71,6 +71,22 @@ def test_sampler_covariance_matches_the_positive_part_inverse(prior):
     assert torch.allclose(scaled, 0.5 * la.sample(10, torch.Generator().manual_seed(1)))
 
 
+def test_leading_restricts_to_the_top_eigenpairs():
+    h = spd_with_spectrum([5.0, 2.0, 0.5, -1.0, -3.0])
+    la = exact_laplace(lambda th: 0.5 * th @ h @ th, torch.zeros(5))
+    top = la.leading(1)
+    u = la.eigenvectors[:, :1]
+    assert top.rank == 1 and top.n_dropped == la.n_dropped + 2
+    assert torch.allclose(top.covariance(), u @ u.T / 5.0, atol=1e-12)
+    v = top.sample(1000, torch.Generator().manual_seed(0))
+    assert torch.allclose(v - (v @ u) @ u.T, torch.zeros_like(v), atol=1e-12)  # every sample lies along u_1
+    for r in (0, 4):
+        with pytest.raises(ValueError, match="r must lie"):
+            la.leading(r)
+    with pytest.raises(ValueError, match="prior"):
+        exact_laplace(lambda th: 0.5 * th @ h @ th, torch.zeros(5), prior_precision=1.0).leading(1)
+
+
 def test_lanczos_laplace_matches_exact_top_pairs():
     h = spd_with_spectrum(torch.cat([torch.tensor([40.0, 10.0, 3.0]), torch.linspace(-0.1, 0.1, 57)]), seed=1)
     loss = lambda th: 0.5 * th @ h @ th

@@ -5,6 +5,8 @@ import pytest
 import torch
 from scipy import stats
 
+from support.divergences import wasserstein_1
+from support.toy_2d import MEMORISED_RADIUS, memorised_points_2d
 from support.toy_data import IsotropicGMM, gmm_1d, gmm_2d
 
 
@@ -51,3 +53,17 @@ def test_errors():
         gmm_1d().sample(0)
     with pytest.raises(ValueError, match=r"\[N, 1\]"):
         gmm_1d().log_prob(torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_the_six_memorised_points_of_appendix_c2():
+    target = gmm_2d()
+    points = memorised_points_2d(target)
+    nearest = torch.cdist(points, target.means).min(dim=1).values
+    assert points.shape == (6, 2)
+    assert torch.allclose(nearest, torch.full((6,), MEMORISED_RADIUS))  # App. C.2's only condition
+    assert torch.allclose(points[3:], -points[:3])  # the point symmetry of p0 and p_*
+    # the radius is chosen so that a perfect memoriser sits at the paper's MAP distance W1 = 0.4348
+    reference = target.sample(30_000, torch.Generator().manual_seed(0))
+    assert wasserstein_1(points, reference) == pytest.approx(0.4348, abs=0.005)
+    with pytest.raises(ValueError, match="two-component 2D"):
+        memorised_points_2d(gmm_1d())
