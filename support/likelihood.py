@@ -11,7 +11,8 @@ Jacobian-vector products, cheap in 1D and 2D) or Hutchinson's unbiased estimate
 eps^T (du/dx) eps with Rademacher eps (one product, for images).
 
 The posterior predictive density of eq (22) averages the S models' densities,
-p(x | D) ~ (1/S) sum_s p(x | theta_s), computed as a log-mean-exp.
+p(x | D) ~ (1/S) sum_s p(x | theta_s), computed as a log-mean-exp; the gap between it and the
+members' mean log-density is a map of where the models disagree (generative uncertainty).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def flow_log_likelihood(
     return log_prob
 
 
-def posterior_predictive_log_density(
+def ensemble_log_likelihoods(
     model: nn.Module,
     layout: ParameterLayout,
     thetas: torch.Tensor,
@@ -118,7 +119,7 @@ def posterior_predictive_log_density(
     models_per_solve: int = 16,
     **likelihood_options,
 ) -> torch.Tensor:
-    """Eq (22): log (1/S) sum_s p(x | theta_s) at every row of x [N, D] -> [N].
+    """log p(x | theta_s) for every model s and every row of x [N, D] -> [S, N].
 
     Models are vmapped together, ``models_per_solve`` per reverse solve; ``likelihood_options``
     are those of :func:`flow_log_likelihood`.
@@ -127,9 +128,24 @@ def posterior_predictive_log_density(
         raise ValueError(f"thetas must have shape [S, {layout.dim}], got {tuple(thetas.shape)}")
     if models_per_solve < 1:
         raise ValueError(f"models_per_solve must be positive, got {models_per_solve}")
-    per_model = []
+    blocks = []
     for block in thetas.split(models_per_solve):
         field = ensemble_field(model, layout, block)
-        per_model.append(flow_log_likelihood(field, x.repeat(block.shape[0], 1), **likelihood_options).reshape(-1, len(x)))
-    log_p = torch.cat(per_model)  # [S, N]
-    return torch.logsumexp(log_p, dim=0) - math.log(len(thetas))
+        blocks.append(flow_log_likelihood(field, x.repeat(block.shape[0], 1), **likelihood_options).reshape(-1, len(x)))
+    return torch.cat(blocks)
+
+
+def posterior_predictive_log_density(member_log_likelihoods: torch.Tensor) -> torch.Tensor:
+    """Eq (22) from the members' log-densities [S, N]: log (1/S) sum_s p(x | theta_s) -> [N]."""
+    if member_log_likelihoods.ndim != 2:
+        raise ValueError(f"need log-likelihoods of shape [S, N], got {tuple(member_log_likelihoods.shape)}")
+    return torch.logsumexp(member_log_likelihoods, dim=0) - math.log(member_log_likelihoods.shape[0])
+
+
+def generative_uncertainty(member_log_likelihoods: torch.Tensor) -> torch.Tensor:
+    """Disagreement of the models at x: log p(x | D) - mean_s log p(x | theta_s) >= 0 (Jensen) -> [N].
+
+    Zero where all models agree on the density at x; large where some models put mass at x and
+    others do not (the log-density analogue of the ensemble variance of Fig. 4).
+    """
+    return posterior_predictive_log_density(member_log_likelihoods) - member_log_likelihoods.mean(dim=0)

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from support.flow_matching import VelocityMLP
-from support.likelihood import divergence, flow_log_likelihood, posterior_predictive_log_density
+from support.likelihood import (
+    divergence,
+    ensemble_log_likelihoods,
+    flow_log_likelihood,
+    generative_uncertainty,
+    posterior_predictive_log_density,
+)
 from support.parameters import flatten, select_parameters
 
 torch.set_default_dtype(torch.float64)
@@ -87,8 +93,12 @@ def test_posterior_predictive_is_the_log_mean_exp_of_the_members():
         copy = VelocityMLP(1, (8,))
         torch.nn.utils.vector_to_parameters(row, copy.parameters())
         members.append(flow_log_likelihood(copy, x))
+    got = ensemble_log_likelihoods(model, layout, thetas, x, models_per_solve=2)
+    assert torch.allclose(got, torch.stack(members), atol=1e-6)
     expected = torch.logsumexp(torch.stack(members), 0) - math.log(5)
-    got = posterior_predictive_log_density(model, layout, thetas, x, models_per_solve=2)
-    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(posterior_predictive_log_density(got), expected, atol=1e-6)
+    gap = generative_uncertainty(got)
+    assert bool((gap >= 0).all())
+    assert torch.allclose(generative_uncertainty(got[:1].expand(3, -1)), torch.zeros(7), atol=1e-12)  # identical models
     with pytest.raises(ValueError, match="thetas"):
-        posterior_predictive_log_density(model, layout, thetas[:, :3], x)
+        ensemble_log_likelihoods(model, layout, thetas[:, :3], x)
