@@ -23,6 +23,7 @@ lanczos        matrix-free Lanczos with full re-orthogonalisation (App. D.2)
 laplace        exact / Lanczos Laplace approximations, positive part, samplers (Alg. 1, App. D.2)
 ensembles      vmapped velocity fields and generation for S posterior samples (eq 35-36)
 endpoint_sensitivity  Sec. 4.1: bias and variance of a generated point under weight perturbations
+baselines      training-free generators: closed-form flow matching, inertial empirical diffusion, KDE
 likelihood     exact flow log-likelihood (instantaneous change of variables, Sec. 3.1) and eq (22)
 divergences    KL(p_* || KDE) and W1 (POT, eq 38) between generated and target samples (Fig. 5, App. C)
 results        build folder, atomic writes, results JSON with provenance, markdown tables
