@@ -25,6 +25,8 @@ ensembles      vmapped velocity fields and generation for S posterior samples (e
 endpoint_sensitivity  Sec. 4.1: bias and variance of a generated point under weight perturbations
 baselines      training-free generators: closed-form flow matching, inertial empirical diffusion, KDE
 likelihood     exact flow log-likelihood (instantaneous change of variables, Sec. 3.1) and eq (22)
+quadrature     adaptive cell-refining quadrature of peaked densities, Gaussian smoothing (KDE)
+density_evaluation  densities of an ensemble on a box with the mass and KDE self-checks (Sec. 3.1)
 divergences    KL(p_* || KDE) and W1 (POT, eq 38) between generated and target samples (Fig. 5, App. C)
 results        build folder, atomic writes, results JSON with provenance, markdown tables
 """

@@ -131,6 +131,38 @@ class Experiment2DSizes:
 
 
 @dataclass(frozen=True)
+class DensityBoxSizes:
+    """Sizes of one box on which the likelihood chapter evaluates and integrates densities (Sec. 3.1)."""
+
+    posterior_samples: int
+    """S models drawn from each of the Euclidean and Riemannian Laplace approximations."""
+    points_per_axis: int
+    """Plotting grid points per axis; also the initial lattice of the adaptive quadrature."""
+    bandwidth: float
+    """Gaussian kernel width of the KDE check (at least the grid spacing)."""
+    quadrature_levels: int
+    """Refinement levels of the adaptive quadrature (the finest cell is 2^-(levels-1) grid cells)."""
+    quadrature_tolerance: float
+    """Largest change of a cell's integral under one split that leaves the cell unsplit."""
+    integrated_models: int
+    """Models per ensemble whose mass is integrated (normalisation holds for every single theta)."""
+
+
+@dataclass(frozen=True)
+class LikelihoodSizes:
+    """Sizes of the exact-likelihood chapter (Sec. 3.1, eq 22)."""
+
+    one_d: DensityBoxSizes
+    two_d: DensityBoxSizes
+    generated_points: int
+    """Samples generated per method (split evenly over the S models) for the KDE and mass checks."""
+    test_points: int
+    """Held-out target samples for the test log-likelihood."""
+    ode_steps: int
+    """RK4 steps of every reverse likelihood solve (100 agree with dopri5 to 1e-3 in log-density)."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between a CI run and a paper-scale run."""
 
@@ -145,6 +177,7 @@ class Profile:
     theorem_4_1: Theorem41Sizes
     experiment_1d: Experiment1DSizes
     experiment_2d: Experiment2DSizes
+    likelihood: LikelihoodSizes
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
@@ -178,6 +211,13 @@ def _smoke() -> Profile:
             etas_top=(1.0, 4.0, 16.0), etas_full=(0.1, 0.3, 1.0), full_models=4, trajectories=12,
             euler_steps=100, geodesic_chunk=2, checkpoint=False,
         ),
+        likelihood=LikelihoodSizes(
+            one_d=DensityBoxSizes(posterior_samples=8, points_per_axis=601, bandwidth=0.1, quadrature_levels=8,
+                                  quadrature_tolerance=1e-5, integrated_models=8),
+            two_d=DensityBoxSizes(posterior_samples=4, points_per_axis=61, bandwidth=0.2, quadrature_levels=7,
+                                  quadrature_tolerance=1e-4, integrated_models=1),
+            generated_points=2000, test_points=1000, ode_steps=100,
+        ),
     )
 
 
@@ -205,6 +245,13 @@ def _paper() -> Profile:
             etas_top=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0), etas_full=(0.1, 0.2, 0.3, 0.5, 1.0), full_models=100,
             trajectories=24, euler_steps=100, geodesic_chunk=2 if not torch.cuda.is_available() else 100,
             checkpoint=True,
+        ),
+        likelihood=LikelihoodSizes(
+            one_d=DensityBoxSizes(posterior_samples=32, points_per_axis=1201, bandwidth=0.05, quadrature_levels=10,
+                                  quadrature_tolerance=1e-6, integrated_models=32),
+            two_d=DensityBoxSizes(posterior_samples=16, points_per_axis=101, bandwidth=0.1, quadrature_levels=9,
+                                  quadrature_tolerance=1e-5, integrated_models=4),
+            generated_points=10000, test_points=5000, ode_steps=200,
         ),
     )
 

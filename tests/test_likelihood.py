@@ -7,11 +7,11 @@ import torch
 
 from support.flow_matching import VelocityMLP
 from support.likelihood import (
-    divergence,
     ensemble_log_likelihoods,
     flow_log_likelihood,
     generative_uncertainty,
     posterior_predictive_log_density,
+    velocity_and_divergence,
 )
 from support.parameters import flatten, select_parameters
 
@@ -42,19 +42,20 @@ def linear_flow_gaussian() -> tuple[torch.Tensor, torch.Tensor]:
 def test_divergence_is_the_jacobian_trace_and_hutchinson_is_unbiased():
     x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
     t = torch.full((5,), 0.3)
-    exact = divergence(linear_field, x, t)
+    u, exact = velocity_and_divergence(linear_field, x, t)
+    assert torch.allclose(u, linear_field(x, t), atol=1e-14)
     assert torch.allclose(exact, torch.full((5,), 1.3 * A.trace().item()), atol=1e-12)
     model = VelocityMLP(2, (8,))
-    brute = torch.stack([torch.func.jacrev(lambda y: model(y[None], t[:1])[0])(row).trace() for row in x])
-    assert torch.allclose(divergence(model, x, t), brute, atol=1e-12)
+    brute = torch.stack([torch.func.jacfwd(lambda y: model(y[None], t[:1])[0])(row).trace() for row in x])
+    assert torch.allclose(velocity_and_divergence(model, x, t)[1], brute, atol=1e-12)
     g = torch.Generator().manual_seed(1)
     noise = (torch.randint(0, 2, (20_000, 5, 2), generator=g) * 2 - 1).double()
-    estimates = torch.stack([divergence(model, x, t, "hutchinson", n) for n in noise[:2000]])
+    estimates = torch.stack([velocity_and_divergence(model, x, t, "hutchinson", n)[1] for n in noise[:2000]])
     assert torch.allclose(estimates.mean(0), brute, atol=4 * estimates.std(0).max().item() / math.sqrt(2000))
     with pytest.raises(ValueError, match="noise"):
-        divergence(model, x, t, "hutchinson")
+        velocity_and_divergence(model, x, t, "hutchinson")
     with pytest.raises(ValueError, match="method"):
-        divergence(model, x, t, "trace")
+        velocity_and_divergence(model, x, t, "trace")
 
 
 def test_log_likelihood_of_a_linear_flow_matches_the_gaussian_density():
