@@ -9,6 +9,7 @@ the suite. Plain markdown pages (no kernelspec) are not collected.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from unittest import mock
 
@@ -16,6 +17,14 @@ import jupytext
 import nbformat
 import pytest
 from nbval.plugin import IPyNbFile
+
+
+# Under pytest-xdist every worker (and every chapter kernel it starts, which inherits the
+# environment) gets one intra-op thread: with -n 2 on 2 cores, two workers with two OpenMP
+# threads each spin-wait against each other and burned twice the CPU time in CI.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def _is_jupytext_notebook(path: Path) -> bool:
