@@ -30,6 +30,7 @@ from .likelihood import ensemble_log_likelihoods, generative_uncertainty, poster
 from .parameters import ParameterLayout
 from .quadrature import adaptive_quadrature, gaussian_smoothing
 
+
 @dataclass(frozen=True)
 class DensityEvaluation:
     """What :func:`evaluate_predictive_density` measured for one method (S models)."""
@@ -68,10 +69,6 @@ class DensityEvaluation:
     def share_inside(self) -> float:
         """Share of the integrated models' samples inside the box (estimates the same as ``mass``)."""
         return self.member_shares.mean().item()
-
-
-def _inside(points: torch.Tensor, half_width: float) -> torch.Tensor:
-    return (points.abs() <= half_width).all(dim=-1)
 
 
 def evaluate_predictive_density(
@@ -115,7 +112,7 @@ def evaluate_predictive_density(
     grid = torch.stack(torch.meshgrid(*[axis] * d, indexing="xy"), dim=-1).reshape(-1, d)
     x0 = torch.randn(samples_per_model, d, generator=generator, dtype=dtype)
     samples = generate_ensemble(model, layout, thetas, x0, method="dopri5", rtol=1e-6, atol=1e-8)  # [S, n, D]
-    inside = _inside(samples, half_width)  # [S, n]
+    inside = (samples.abs() <= half_width).all(dim=-1)  # [S, n]
     samples_in = samples[inside]
 
     points = torch.cat([grid, samples_in, test_points])
@@ -138,15 +135,14 @@ def evaluate_predictive_density(
         nodes += len(quadrature.nodes)
         smoothed_flow += gaussian_smoothing(grid, quadrature.nodes, quadrature.weights * quadrature.log_density.exp(),
                                             bandwidth) / count
-    # the KDE of those models' samples in the box, each with mass 1 / (all their samples): it estimates
-    # p * kernel on the box
+    # the KDE of those models' samples in the box, each with mass 1 / (all their samples), estimates p * kernel
+    # on the box. It is the mean of the KDEs of two independent halves of the samples, and half the distance
+    # between those is the KDE's own sampling noise (each half's error has twice the variance of the full
+    # KDE's, their difference four times).
     checked = samples[:count][inside[:count]]
-    kde = gaussian_smoothing(grid, checked, torch.full((len(checked),), 1 / inside[:count].numel(), dtype=dtype),
-                             bandwidth)
-    # the KDE's own sampling noise: half the distance between the KDEs of two independent halves of the samples
-    # (each half's error has twice the variance of the full KDE's, their difference four times)
     halves = [gaussian_smoothing(grid, half, torch.full((len(half),), 2 / inside[:count].numel(), dtype=dtype),
                                  bandwidth) for half in (checked[0::2], checked[1::2])]
+    kde = (halves[0] + halves[1]) / 2
 
     def half_l1(values: torch.Tensor) -> float:
         values = values.abs().reshape([points_per_axis] * d)

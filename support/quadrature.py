@@ -95,6 +95,16 @@ def adaptive_quadrature(
     sample_keys = ((samples + half_width) / spacing).floor().long()
     sample_keys = sample_keys[((sample_keys >= 0) & (sample_keys < finest)).all(dim=1)]
 
+    def samples_per_cell(lower_corners: torch.Tensor, size: int) -> torch.Tensor:
+        """How many samples fall in each cell of side ``size`` with the given lower corners [C, D]."""
+        radix = torch.tensor([(finest // size) ** (d - 1 - i) for i in range(d)], device=device)
+        codes, counts = (sample_keys.div(size, rounding_mode="floor") * radix).sum(dim=1).unique(return_counts=True)
+        cells = (lower_corners.div(size, rounding_mode="floor") * radix).sum(dim=1)
+        if len(codes) == 0:
+            return torch.zeros(len(cells), dtype=torch.long, device=device)
+        position = torch.searchsorted(codes, cells).clamp(max=len(codes) - 1)
+        return torch.where(codes[position] == cells, counts[position], 0)
+
     size = 2**max_levels
     axes = [torch.arange(cells_per_axis, device=device) * size] * d
     active = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, d)  # lower corners of the cells
@@ -108,8 +118,7 @@ def adaptive_quadrature(
         values = density_at(keys)
         coarse = values[:, corner_index].mean(dim=1) * cell_volume
         fine = values[:, child_index].mean(dim=2).sum(dim=1) * cell_volume / 2**d
-        in_cell = ((sample_keys[:, None] - active[None]).div(size, rounding_mode="floor") == 0).all(dim=2)
-        count = in_cell.sum(dim=0)
+        count = samples_per_cell(active, size)
         hidden_peak = count - 3 * samples.shape[0] * fine >= min_samples
         unresolved = ((fine - coarse).abs() > tolerance) | hidden_peak
         last = half == 1 or not bool(unresolved.any())
