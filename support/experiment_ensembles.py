@@ -1,0 +1,203 @@
+"""The Laplace ensembles of the 1D and 2D experiment chapters, as functions of (profile, generator).
+
+Chapters 8 and 9 build their posterior ensembles with these functions, and every later chapter
+that compares against them (the training-free baselines) calls the same functions in the same
+order after the same seed, so it gets the same models, points and metrics by construction.
+
+1D (App. C.1, eq 35-36): S velocities v ~ N(0, H_+^{-1}); Euclidean samples theta* + v and
+Riemannian samples Exp_theta*(v) (geodesic eq 19, dopri5, over-budget curves filtered as in
+App. D.3.1); every model moves the same N base points.
+
+2D (App. C.2 and the book's full-covariance extension): all random inputs of chapter 9 are
+drawn in one place, in the chapter's order, and the full-covariance ensembles come from one
+geodesic solve per model with outputs at every scale eta (Exp(eta v) = alpha_v(eta)).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .divergences import RepeatedEstimate, repeated_kl, wasserstein_1d
+from .ensembles import ensemble_field, generate_ensemble
+from .flow_matching import generate
+from .geodesics import GeodesicSolution, solve_geodesics
+from .laplace import euclidean_samples, riemannian_samples
+from .memorising_flow import FlowLaplace, MemorisingFlow
+from .parameters import ParameterLayout
+from .profiles import Experiment1DSizes, Experiment2DSizes, Profile
+from .results import checkpoint_dir
+from .toy_data import IsotropicGMM
+
+GEODESIC_BUDGET = 20_000
+"""Right-hand-side evaluations per batch of geodesics before a curve is filtered (App. D.3.1)."""
+KL_GRID_1D = torch.linspace(-6, 6, 2401)
+"""Integration grid of KL(p_* || KDE) in 1D (the target has no mass beyond +-6)."""
+KDE_RANGE_1D = 1e3
+"""Generated 1D values beyond this are left out of a KDE (it overflows); the share far out is reported separately."""
+
+
+@dataclass(frozen=True)
+class PosteriorEnsembles:
+    """Euclidean and Riemannian posterior samples from one set of initial velocities."""
+
+    v: torch.Tensor
+    """[S, K] initial velocities v ~ N(0, H_+^{-1})."""
+    euclidean: torch.Tensor
+    """[S, K] theta* + v."""
+    geodesics: GeodesicSolution
+    seconds: float
+    """Wall time of the geodesic solve in this run (less when it resumed from a checkpoint)."""
+
+    @property
+    def riemannian(self) -> torch.Tensor:
+        """[S', K] Exp_theta*(v) for the converged curves (the filtered ones are left out)."""
+        return self.geodesics.endpoint[self.geodesics.converged]
+
+    @property
+    def filtered(self) -> int:
+        """Geodesics that exceeded the evaluation budget (App. D.3.1)."""
+        return int((~self.geodesics.converged).sum())
+
+
+def posterior_ensembles_1d(laplace: FlowLaplace, profile: Profile, generator: torch.Generator) -> PosteriorEnsembles:
+    """Draw S = ``profile.experiment_1d.posterior_samples`` velocities and solve their geodesics (App. C.1).
+
+    With the profile's ``checkpoint`` flag the solved curves are saved under the build folder, so an
+    interrupted run resumes.
+    """
+    sizes = profile.experiment_1d
+    v = laplace.posterior.sample(sizes.posterior_samples, generator)
+    checkpoint = checkpoint_dir(profile) / "experiment_1d_geodesics.pt" if sizes.checkpoint else None
+    start = time.perf_counter()
+    solution = riemannian_samples(laplace.loss, laplace.theta_star, v, hvp="reverse", chunk_size=sizes.geodesic_chunk,
+                                  max_nfe=GEODESIC_BUDGET, progress=profile.name == "paper", checkpoint=checkpoint)
+    return PosteriorEnsembles(v, euclidean_samples(laplace.theta_star, v), solution, time.perf_counter() - start)
+
+
+def experiment_1d_samples(
+    problem: MemorisingFlow,
+    layout: ParameterLayout,
+    ensembles: PosteriorEnsembles,
+    sizes: Experiment1DSizes,
+    steps: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq (35-36): every model moves the same N base points with ``steps`` Euler steps.
+
+    Returns ``(x0 [N, 1], samples)`` with samples ``target`` (S N draws of p_*), ``map`` [N, 1],
+    ``euclidean`` and ``riemannian`` [S N, 1] (model by model).
+    """
+    x0 = torch.randn(sizes.base_samples, 1, generator=generator)
+    euler = dict(method="euler", steps=steps)
+    generated = {
+        "map": generate(problem.model, x0, **euler),
+        "euclidean": generate_ensemble(problem.model, layout, ensembles.euclidean, x0, **euler).reshape(-1, 1),
+        "riemannian": generate_ensemble(problem.model, layout, ensembles.riemannian, x0, **euler).reshape(-1, 1),
+    }
+    target_samples = problem.target.sample(sizes.posterior_samples * sizes.base_samples, generator)
+    return x0, {"target": target_samples, **generated}
+
+
+@dataclass(frozen=True)
+class FitToTarget1D:
+    """How well 1D samples fit p_* (Fig. 5, right): KL with two KDE bandwidths, and exact W1."""
+
+    kl_loo: RepeatedEstimate
+    kl_scott: RepeatedEstimate
+    w1: float
+
+
+def fit_to_target_1d(
+    samples: dict[str, torch.Tensor],
+    target: IsotropicGMM,
+    reference: torch.Tensor,
+    sizes: Experiment1DSizes,
+    generator: torch.Generator,
+) -> dict[str, FitToTarget1D]:
+    """KL(p_* || KDE) on ``kl_repetitions`` random subsets of ``kl_subset`` points (LOO and Scott bandwidths),
+    and W1 to ``reference`` target samples, for every entry of ``samples`` in order (App. C.1).
+
+    The subsets come from ``generator``, so the order of ``samples`` matters for reproducibility.
+    """
+    fit = {}
+    for name, x in samples.items():
+        x = x[x.abs() < KDE_RANGE_1D]
+        kl = [repeated_kl(target.log_prob, x, KL_GRID_1D, sizes.kl_repetitions, sizes.kl_subset, generator, bandwidth=b)
+              for b in ("loo", "scott")]
+        fit[name] = FitToTarget1D(*kl, wasserstein_1d(x, reference))
+    return fit
+
+
+@dataclass(frozen=True)
+class Experiment2DDraws:
+    """Every random input of the 2D experiment chapter, drawn in the chapter's order."""
+
+    x0: torch.Tensor
+    """[points, 2] base points shared by the MAP model and every ensemble."""
+    target_samples: torch.Tensor
+    """[points, 2] the target sample every W1 is measured against."""
+    second_target_samples: torch.Tensor
+    """[points, 2] an independent target sample (the W1 noise floor)."""
+    figure_base: torch.Tensor
+    """[points, 2] base samples drawn for Fig. 9 only."""
+    z: torch.Tensor
+    """[points] standard normal coordinates along the top eigenvector, one per model."""
+
+
+def draw_experiment_2d(sizes: Experiment2DSizes, target: IsotropicGMM, generator: torch.Generator) -> Experiment2DDraws:
+    """Draw chapter 9's random inputs right after training; the full-covariance velocities come next."""
+    x0 = torch.randn(sizes.points, 2, generator=generator)
+    target_samples = target.sample(sizes.points, generator)
+    second_target_samples = target.sample(sizes.points, generator)
+    figure_base = torch.randn(sizes.points, 2, generator=generator)
+    z = torch.randn(sizes.points, generator=generator)
+    return Experiment2DDraws(x0, target_samples, second_target_samples, figure_base, z)
+
+
+def generate_per_model(
+    model: nn.Module, layout: ParameterLayout, thetas: torch.Tensor, starts: torch.Tensor, **options
+) -> torch.Tensor:
+    """Model s moves base point s (one particle per model, all models vmapped in one ODE solve)."""
+    return generate(ensemble_field(model, layout, thetas), starts, **options)
+
+
+@dataclass(frozen=True)
+class FullCovarianceEnsembles:
+    """Euclidean theta* + eta v and Riemannian Exp(eta v) at every eta, and the points they generate."""
+
+    ensembles: PosteriorEnsembles
+    """The velocities and geodesics; ``geodesics.position[k]`` is alpha_v(etas[k - 1])."""
+    etas: tuple[float, ...]
+    thetas: dict[tuple[str, float], torch.Tensor]
+    """(method, eta) -> [S', K] models (converged curves only, for both methods)."""
+    samples: dict[tuple[str, float], torch.Tensor]
+    """(method, eta) -> [S' points / S, 2]: model s moves its own block of points / S base points."""
+
+
+def full_covariance_ensembles_2d(
+    problem: MemorisingFlow, laplace: FlowLaplace, x0: torch.Tensor, profile: Profile, generator: torch.Generator
+) -> FullCovarianceEnsembles:
+    """Draw v ~ N(0, H_+^{-1}) for ``full_models`` models, solve each geodesic once with outputs at
+    every eta in ``etas_full``, and generate (Euler, ``euler_steps``) with each model's own base points."""
+    sizes = profile.experiment_2d
+    v = laplace.posterior.sample(sizes.full_models, generator)
+    checkpoint = checkpoint_dir(profile) / "experiment_2d_geodesics.pt" if sizes.checkpoint else None
+    start = time.perf_counter()
+    solution = solve_geodesics(laplace.loss, laplace.theta_star, v, times=torch.tensor([0.0, *sizes.etas_full]),
+                               hvp="reverse", chunk_size=sizes.geodesic_chunk, max_nfe=GEODESIC_BUDGET,
+                               progress=profile.name == "paper", checkpoint=checkpoint)
+    ensembles = PosteriorEnsembles(v, euclidean_samples(laplace.theta_star, v), solution, time.perf_counter() - start)
+    converged = solution.converged
+    thetas, samples = {}, {}
+    for k, eta in enumerate(sizes.etas_full, start=1):
+        thetas["euclidean", eta] = laplace.theta_star + eta * v[converged]
+        thetas["riemannian", eta] = solution.position[k][converged]
+        for name in ("euclidean", "riemannian"):
+            per_point = thetas[name, eta].repeat_interleave(sizes.points // sizes.full_models, dim=0)
+            samples[name, eta] = generate_per_model(problem.model, laplace.layout, per_point, x0[: len(per_point)],
+                                                    method="euler", steps=sizes.euler_steps)
+    return FullCovarianceEnsembles(ensembles, sizes.etas_full, thetas, samples)
