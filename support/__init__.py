@@ -22,6 +22,7 @@ geodesics      batched exponential map (dopri5/Euler/RK4, budgets, flags) and Ap
 lanczos        matrix-free Lanczos with full re-orthogonalisation (App. D.2)
 laplace        exact / Lanczos Laplace approximations, positive part, samplers (Alg. 1, App. D.2)
 ensembles      vmapped velocity fields and generation for S posterior samples (eq 35-36)
+experiment_ensembles  the Laplace ensembles of the 1D and 2D experiment chapters, shared by later chapters
 endpoint_sensitivity  Sec. 4.1: bias and variance of a generated point under weight perturbations
 baselines      training-free generators: closed-form flow matching, inertial empirical diffusion, KDE
 likelihood     exact flow log-likelihood (instantaneous change of variables, Sec. 3.1) and eq (22)

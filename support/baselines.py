@@ -45,6 +45,18 @@ def bandwidth_rule(n: int, d: int) -> float:
     return n ** (-1.0 / (d + 4))
 
 
+def scott_bandwidth(train_points: torch.Tensor) -> float:
+    """Scott's rule for an isotropic KDE of the training points: n^(-1/(d+4)) times their mean coordinate std.
+
+    This is the rate of :func:`bandwidth_rule` put on the data's scale (Lyu et al. assume unit-scale
+    data); scipy's ``gaussian_kde`` uses the same factor with the full sample covariance.
+    """
+    if train_points.ndim != 2 or len(train_points) < 2:
+        raise ValueError(f"need train_points [M, D] with M >= 2, got {tuple(train_points.shape)}")
+    n, d = train_points.shape
+    return bandwidth_rule(n, d) * train_points.var(dim=0).mean().sqrt().item()
+
+
 def tweedie_step(x: torch.Tensor, train_points: torch.Tensor, sigma: float) -> torch.Tensor:
     """x + sigma^2 grad log p_sigma(x) for p_sigma = (1/n) sum_i N(y_i, sigma^2 I): the softmax-weighted mean of the y_i."""
     _check_points(train_points, x)

@@ -113,6 +113,18 @@ def memorisation_ratio(
     return is_memorised(generated, train, c, neighbours).to(generated.dtype).mean(dim=-1)
 
 
+def copy_fraction(generated: torch.Tensor, train: torch.Tensor, tolerance: float = 1e-6) -> float:
+    """Share of generated points within ``tolerance`` (Euclidean) of a training point: exact copies.
+
+    Unlike eq (8) this needs no second neighbour and no threshold c; it separates a generator that
+    returns the training points themselves (the closed-form field) from one that only lands near them.
+    """
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be positive, got {tolerance}")
+    d1, _ = neighbour_distances(generated, train)
+    return (d1 <= tolerance**2).to(generated.dtype).mean().item()
+
+
 def memorised_interval(distance: float, c: float) -> tuple[float, float]:
     """Memorised set around x^(1) on the line through two training points (Def. 2.1, eq 7).
 

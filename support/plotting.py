@@ -18,6 +18,8 @@ METHOD_COLORS: dict[str, str] = {
     "train": "#111111",       # black: training points
     "base": "#9e9e9e",        # grey: base samples x0 ~ p0
     "closed_form": "#e08214", # orange: closed-form optimal field (oracle)
+    "inertial": "#e7298a",    # magenta: inertial empirical diffusion (Lyu et al., 2025)
+    "kde": "#8c6d31",         # brown: Gaussian KDE of the training points
 }
 
 METHOD_LABELS: dict[str, str] = {
@@ -28,6 +30,8 @@ METHOD_LABELS: dict[str, str] = {
     "train": "training points",
     "base": "base $p_0$",
     "closed_form": "closed-form $u^*$",
+    "inertial": "inertial diffusion",
+    "kde": "KDE of training points",
 }
 
 SEQUENTIAL_CMAP = "rocket"

@@ -101,6 +101,20 @@ def write_results(name: str, results: Mapping[str, Any], profile: Profile) -> Pa
     return path
 
 
+def read_matching_results(name: str, profile: Profile) -> dict[str, Any] | None:
+    """The results of ``results/<name>.json`` if that run used this profile, device, dtype, seed,
+    torch and commit (so its numbers must be reproducible here), else None (missing or another run)."""
+    path = results_dir(profile) / f"{name}.json"
+    if not path.exists():
+        return None
+    payload = json.loads(path.read_text())
+    now = run_metadata(profile)
+    keys = ("profile", "device", "dtype", "seed", "commit", "torch")
+    if now["commit"] == "unknown" or any(payload["metadata"].get(key) != now[key] for key in keys):
+        return None
+    return payload["results"]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub/MyST markdown table (for ``IPython.display.Markdown`` and the results folder)."""
     if any(len(row) != len(header) for row in rows):

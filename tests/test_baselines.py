@@ -68,3 +68,15 @@ def test_bandwidth_rule_and_kde_samples():
         kde_samples(train, 10, 0.0)
     with pytest.raises(ValueError, match="same D"):
         closed_form_samples(train, torch.zeros(3, 1))
+
+
+def test_scott_bandwidth_matches_scipy_in_one_dimension():
+    from scipy.stats import gaussian_kde
+
+    from support.baselines import scott_bandwidth
+
+    train = torch.randn(50, 1, generator=torch.Generator().manual_seed(4))
+    scipy_h = float(gaussian_kde(train.flatten().numpy()).covariance[0, 0] ** 0.5)
+    assert abs(scott_bandwidth(train) - scipy_h) < 1e-12
+    with pytest.raises(ValueError):
+        scott_bandwidth(train[:1])

@@ -123,3 +123,14 @@ def test_theorem_4_1_window_rejects_bad_input():
         theorem_4_1_window(2.0, 1.0, 0.3)
     with pytest.raises(ValueError, match="c must lie"):
         theorem_4_1_window(0.1, 1.0, 1.0)
+
+
+def test_copy_fraction_counts_points_within_the_tolerance_of_a_training_point():
+    from support.memorisation import copy_fraction
+
+    train = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    generated = torch.tensor([[3.0, 4.0], [1e-7, 0.0], [0.0, 2e-6], [1.5, 2.0]])
+    assert copy_fraction(generated, train, tolerance=1e-6) == 0.5
+    assert copy_fraction(generated, train, tolerance=3e-6) == 0.75
+    with pytest.raises(ValueError, match="tolerance"):
+        copy_fraction(generated, train, tolerance=0.0)

@@ -11,7 +11,7 @@ from support.flow_matching import VelocityMLP
 from support.geodesics import solve_geodesics
 from support.parameters import flatten, select_parameters
 from support.profiles import get_profile
-from support.results import atomic_torch_save, markdown_table, write_results
+from support.results import atomic_torch_save, markdown_table, read_matching_results, write_results
 
 torch.set_default_dtype(torch.float64)
 
@@ -28,6 +28,18 @@ def test_write_results_is_atomic_json_with_provenance(tmp_path, monkeypatch):
     assert payload["results"] == {"ratio": 0.5}
     assert {"profile", "device", "date", "commit", "torch"} <= set(payload["metadata"])
     assert [p.name for p in path.parent.iterdir()] == ["demo.json"]  # no temporary files left behind
+
+
+def test_read_matching_results_only_returns_a_run_of_this_profile_and_commit(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOK_BUILD_DIR", str(tmp_path))
+    smoke = get_profile("smoke")
+    assert read_matching_results("demo", smoke) is None  # nothing written yet
+    path = write_results("demo", {"ratio": 0.5}, smoke)
+    assert read_matching_results("demo", smoke) == {"ratio": 0.5}
+    payload = json.loads(path.read_text())
+    payload["metadata"]["commit"] = "0" * 40  # another commit's numbers need not reproduce here
+    path.write_text(json.dumps(payload))
+    assert read_matching_results("demo", smoke) is None
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
