@@ -29,5 +29,7 @@ likelihood     exact flow log-likelihood (instantaneous change of variables, Sec
 quadrature     adaptive cell-refining quadrature of peaked densities, Gaussian smoothing (KDE)
 density_evaluation  densities of an ensemble on a box with the mass and KDE self-checks (Sec. 3.1)
 divergences    KL(p_* || KDE) and W1 (POT, eq 38) between generated and target samples (Fig. 5, App. C)
+cifar10        the CIFAR-10 python archive from a local path: checksum, restricted unpickling, explicit download
+cifar_unet     the ddpm-cifar10-32 U-Net from its config, the DDPM schedule, the fixed-batch loss of App. D.3
 results        build folder, atomic writes, results JSON with provenance, markdown tables
 """

@@ -1,0 +1,110 @@
+"""The CIFAR-10 denoiser of Sec. 5.2 / App. D: diffusers' UNet2DModel, built from its config, never downloaded.
+
+* :func:`ddpm_cifar10_config` is the architecture of google/ddpm-cifar10-32 (35,746,307
+  parameters; the paper's "36B" is a typo for 36M). ``conv_in``, the layer the paper treats
+  Bayesianly, has 3,584.
+* :func:`smoke_unet_config` is the same family at 1.1 M parameters for CPU runs.
+* :func:`ddpm_scheduler` is the 1000-step linear DDPM schedule used for training (App. D.1).
+* :func:`fixed_batch_loss` is the per-batch loss manifold of App. D.3: the DDPM loss
+  ||eps - eps_theta(sqrt(abar_t) x + sqrt(1 - abar_t) eps, t)||^2 with the images, the noise and
+  the timesteps of one batch fixed, as a function of the flat parameters of a subset of layers.
+* :func:`make_twice_differentiable` makes Hessian-vector products work through the network
+  (the default attention processor has neither forward-mode AD nor double backward on CPU, and
+  GroupNorm's forward-mode rule needs a contiguous input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.models.attention_processor import AttnProcessor
+from torch import nn
+
+from .parameters import ParameterLayout, flatten, functional_forward, select_parameters
+
+BAYESIAN_LAYERS = ("conv_in",)
+"""App. D: only the first convolution is treated Bayesianly."""
+
+
+def ddpm_cifar10_config() -> dict[str, Any]:
+    """UNet2DModel keyword arguments of google/ddpm-cifar10-32 (32 x 32 RGB, attention at 16 x 16)."""
+    return dict(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, norm_num_groups=32, act_fn="silu",
+    )
+
+
+def smoke_unet_config() -> dict[str, Any]:
+    """The same blocks at (32, 64, 64) channels and one layer per block (1.1 M parameters), attention at 16 x 16."""
+    return {**ddpm_cifar10_config(), "layers_per_block": 1, "block_out_channels": (32, 64, 64),
+            "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D")}
+
+
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def make_twice_differentiable(unet: UNet2DModel) -> UNet2DModel:
+    """Swap in the plain attention processor and give every GroupNorm a contiguous input (in place).
+
+    The outputs are unchanged (the plain processor computes the same attention); afterwards
+    ``jvp(grad)``, ``vjp(grad)`` and autograd's double backward all work and agree.
+    """
+    for module in unet.modules():
+        if hasattr(module, "set_processor"):
+            module.set_processor(AttnProcessor())
+        if isinstance(module, nn.GroupNorm) and not getattr(module, "_book_contiguous", False):
+            module.register_forward_pre_hook(_contiguous_input)
+            module._book_contiguous = True
+    return unet
+
+
+def build_unet(config: dict[str, Any]) -> UNet2DModel:
+    """A freshly initialised, twice-differentiable UNet2DModel (seed the global RNG before calling)."""
+    return make_twice_differentiable(UNet2DModel(**config))
+
+
+def ddpm_scheduler() -> DDPMScheduler:
+    """The DDPM training schedule of ddpm-cifar10-32: 1000 steps, linear betas 1e-4 .. 0.02."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                         variance_type="fixed_large", clip_sample=True)
+
+
+@dataclass(frozen=True)
+class FixedBatch:
+    """One batch of the loss manifold (App. D.3): images x, their noise eps and timesteps t, all fixed."""
+
+    images: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+
+
+def draw_fixed_batch(images: torch.Tensor, scheduler: DDPMScheduler, generator: torch.Generator) -> FixedBatch:
+    """Noise and uniform timesteps for ``images`` [B, 3, H, W] in [-1, 1], drawn once from ``generator``."""
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape [B, C, H, W], got {tuple(images.shape)}")
+    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+    steps = scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (len(images),), generator=generator).to(images.device)
+    return FixedBatch(images, noise, timesteps)
+
+
+def ddpm_loss(forward, batch: FixedBatch, scheduler: DDPMScheduler) -> torch.Tensor:
+    """Mean squared error of the predicted noise on a fixed batch (the DDPM objective)."""
+    noisy = scheduler.add_noise(batch.images, batch.noise, batch.timesteps)
+    return (forward(noisy, batch.timesteps).sample - batch.noise).square().mean()
+
+
+def fixed_batch_loss(
+    unet: UNet2DModel, batch: FixedBatch, scheduler: DDPMScheduler, layers: tuple[str, ...] = BAYESIAN_LAYERS
+) -> tuple[torch.Tensor, callable, ParameterLayout]:
+    """(theta*, L(theta), layout): the loss of one fixed batch as a function of the chosen layers' parameters."""
+    layout = select_parameters(unet, layers)
+    return flatten(unet, layout), lambda theta: ddpm_loss(functional_forward(unet, layout, theta), batch, scheduler), layout
