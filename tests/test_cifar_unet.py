@@ -25,7 +25,7 @@ def test_the_paper_architecture_has_the_published_size():
 def test_the_scheduler_is_the_linear_1000_step_ddpm_schedule():
     scheduler = ddpm_scheduler()
     assert scheduler.config.num_train_timesteps == 1000
-    assert torch.allclose(scheduler.betas[[0, -1]], torch.tensor([1e-4, 0.02]))
+    assert torch.allclose(scheduler.betas[[0, -1]], torch.tensor([1e-4, 0.02], dtype=scheduler.betas.dtype))
 
 
 @pytest.fixture(scope="module")
