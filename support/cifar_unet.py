@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,7 @@ def draw_fixed_batch(images: torch.Tensor, scheduler: DDPMScheduler, generator: 
     return FixedBatch(images, noise, timesteps)
 
 
-def ddpm_loss(forward, batch: FixedBatch, scheduler: DDPMScheduler) -> torch.Tensor:
+def ddpm_loss(forward: Callable[..., Any], batch: FixedBatch, scheduler: DDPMScheduler) -> torch.Tensor:
     """Mean squared error of the predicted noise on a fixed batch (the DDPM objective)."""
     noisy = scheduler.add_noise(batch.images, batch.noise, batch.timesteps)
     return (forward(noisy, batch.timesteps).sample - batch.noise).square().mean()
@@ -104,7 +105,7 @@ def ddpm_loss(forward, batch: FixedBatch, scheduler: DDPMScheduler) -> torch.Ten
 
 def fixed_batch_loss(
     unet: UNet2DModel, batch: FixedBatch, scheduler: DDPMScheduler, layers: tuple[str, ...] = BAYESIAN_LAYERS
-) -> tuple[torch.Tensor, callable, ParameterLayout]:
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], ParameterLayout]:
     """(theta*, L(theta), layout): the loss of one fixed batch as a function of the chosen layers' parameters."""
     layout = select_parameters(unet, layers)
     return flatten(unet, layout), lambda theta: ddpm_loss(functional_forward(unet, layout, theta), batch, scheduler), layout
