@@ -22,7 +22,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+
+from .results import atomic_write
 
 ENV_VAR = "CIFAR10_ROOT"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -166,21 +167,17 @@ def random_subset(data: CIFAR10, n: int, generator: torch.Generator) -> tuple[to
 def download_cifar10(root: str | Path | None = None, url: str = URL, md5: str = ARCHIVE_MD5) -> Path:
     """Download the archive into ``root`` (atomically: a partial download never takes the final name) and verify it."""
     root = Path(root).expanduser() if root is not None else default_root()
-    root.mkdir(parents=True, exist_ok=True)
     target = root / ARCHIVE_NAME
     if target.is_file() and md5_of(target) == md5:
         return target
-    handle, temporary = tempfile.mkstemp(dir=root, prefix=".download-", suffix=".tmp")
-    os.close(handle)
-    try:
+
+    def fetch_and_verify(temporary: Path) -> None:
         urllib.request.urlretrieve(url, temporary)
-        found = md5_of(Path(temporary))
+        found = md5_of(temporary)
         if found != md5:
             raise CIFAR10Corrupt(f"downloaded file has MD5 {found}, expected {md5}")
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+
+    atomic_write(target, fetch_and_verify)
     return target
 
 

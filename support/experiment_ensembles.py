@@ -25,7 +25,7 @@ from .divergences import RepeatedEstimate, repeated_kl, wasserstein_1d
 from .ensembles import ensemble_field, generate_ensemble
 from .flow_matching import generate
 from .geodesics import GeodesicSolution, solve_geodesics
-from .laplace import euclidean_samples, riemannian_samples
+from .laplace import euclidean_samples
 from .memorising_flow import FlowLaplace, MemorisingFlow
 from .parameters import ParameterLayout
 from .profiles import Experiment1DSizes, Experiment2DSizes, Profile
@@ -63,6 +63,20 @@ class PosteriorEnsembles:
         return int((~self.geodesics.converged).sum())
 
 
+def _posterior_ensembles(
+    laplace: FlowLaplace, count: int, profile: Profile, generator: torch.Generator, chunk_size: int,
+    checkpoint_name: str | None, times: torch.Tensor | None = None,
+) -> PosteriorEnsembles:
+    """Draw ``count`` velocities v ~ N(0, H_+^{-1}) and solve their geodesics (dopri5, reverse-mode HVPs, the
+    evaluation budget; checkpointed under the build folder when ``checkpoint_name`` is given)."""
+    v = laplace.posterior.sample(count, generator)
+    checkpoint = checkpoint_dir(profile) / checkpoint_name if checkpoint_name else None
+    start = time.perf_counter()
+    solution = solve_geodesics(laplace.loss, laplace.theta_star, v, times=times, hvp="reverse", chunk_size=chunk_size,
+                               max_nfe=GEODESIC_BUDGET, progress=profile.name == "paper", checkpoint=checkpoint)
+    return PosteriorEnsembles(v, euclidean_samples(laplace.theta_star, v), solution, time.perf_counter() - start)
+
+
 def posterior_ensembles_1d(laplace: FlowLaplace, profile: Profile, generator: torch.Generator) -> PosteriorEnsembles:
     """Draw S = ``profile.experiment_1d.posterior_samples`` velocities and solve their geodesics (App. C.1).
 
@@ -70,12 +84,8 @@ def posterior_ensembles_1d(laplace: FlowLaplace, profile: Profile, generator: to
     interrupted run resumes.
     """
     sizes = profile.experiment_1d
-    v = laplace.posterior.sample(sizes.posterior_samples, generator)
-    checkpoint = checkpoint_dir(profile) / "experiment_1d_geodesics.pt" if sizes.checkpoint else None
-    start = time.perf_counter()
-    solution = riemannian_samples(laplace.loss, laplace.theta_star, v, hvp="reverse", chunk_size=sizes.geodesic_chunk,
-                                  max_nfe=GEODESIC_BUDGET, progress=profile.name == "paper", checkpoint=checkpoint)
-    return PosteriorEnsembles(v, euclidean_samples(laplace.theta_star, v), solution, time.perf_counter() - start)
+    return _posterior_ensembles(laplace, sizes.posterior_samples, profile, generator, sizes.geodesic_chunk,
+                                "experiment_1d_geodesics.pt" if sizes.checkpoint else None)
 
 
 def experiment_1d_samples(
@@ -184,13 +194,10 @@ def full_covariance_ensembles_2d(
     """Draw v ~ N(0, H_+^{-1}) for ``full_models`` models, solve each geodesic once with outputs at
     every eta in ``etas_full``, and generate (Euler, ``euler_steps``) with each model's own base points."""
     sizes = profile.experiment_2d
-    v = laplace.posterior.sample(sizes.full_models, generator)
-    checkpoint = checkpoint_dir(profile) / "experiment_2d_geodesics.pt" if sizes.checkpoint else None
-    start = time.perf_counter()
-    solution = solve_geodesics(laplace.loss, laplace.theta_star, v, times=torch.tensor([0.0, *sizes.etas_full]),
-                               hvp="reverse", chunk_size=sizes.geodesic_chunk, max_nfe=GEODESIC_BUDGET,
-                               progress=profile.name == "paper", checkpoint=checkpoint)
-    ensembles = PosteriorEnsembles(v, euclidean_samples(laplace.theta_star, v), solution, time.perf_counter() - start)
+    ensembles = _posterior_ensembles(laplace, sizes.full_models, profile, generator, sizes.geodesic_chunk,
+                                     "experiment_2d_geodesics.pt" if sizes.checkpoint else None,
+                                     times=torch.tensor([0.0, *sizes.etas_full]))
+    v, solution = ensembles.v, ensembles.geodesics
     converged = solution.converged
     thetas, samples = {}, {}
     for k, eta in enumerate(sizes.etas_full, start=1):
