@@ -1,8 +1,9 @@
 """Benchmark Hessian-vector products through the CIFAR-10 U-Net w.r.t. ``conv_in`` (App. D.2-D.3).
 
 Times, on one fixed batch of the DDPM loss (App. D.3): one gradient, one HVP by reverse-over-
-reverse (double backward, ``vjp(grad)``), one HVP by forward-over-reverse (``jvp(grad)``), and one
-geodesic right-hand side (eq 19: gradient and HVP in one pass). The target is an HVP within 3x
+reverse (double backward, ``vjp(grad)``), the same with the gradient's graph built once and
+reused (what Lanczos does at a fixed theta: ``hessian_vector_product(..., "reverse")``), one HVP by
+forward-over-reverse (``jvp(grad)``), and one geodesic right-hand side (eq 19: gradient and HVP in one pass). The target is an HVP within 3x
 of a gradient. Images are random stand-ins: the cost does not depend on the pixels.
 
 Usage: python benchmarks/cifar_hvp.py [--config smoke|paper] [--batch 64] [--device cpu|cuda] [--repeats 3]
@@ -16,7 +17,8 @@ import time
 import torch
 from torch.func import grad, jvp, vjp
 
-from support.cifar_unet import build_unet, ddpm_cifar10_config, ddpm_scheduler, draw_fixed_batch, fixed_batch_loss, smoke_unet_config
+from support.cifar_unet import build_unet, ddpm_scheduler, draw_fixed_batch, fixed_batch_loss, unet_config
+from support.laplace import hessian_vector_product
 from support.monge_metric import geodesic_acceleration
 
 
@@ -44,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    unet = build_unet(ddpm_cifar10_config() if args.config == "paper" else smoke_unet_config()).to(device)
+    unet = build_unet(unet_config("ddpm-cifar10-32" if args.config == "paper" else "smoke")).to(device)
     generator = torch.Generator().manual_seed(1)
     images = (torch.rand(args.batch, 3, 32, 32, generator=generator) * 2 - 1).to(device)
     theta, loss, layout = fixed_batch_loss(unet, draw_fixed_batch(images, ddpm_scheduler(), generator), ddpm_scheduler())
@@ -54,6 +56,8 @@ def main() -> None:
     timings = {"loss": seconds(lambda: loss(theta), args.repeats, device),
                "gradient": seconds(lambda: grad(loss)(theta), args.repeats, device),
                "HVP, double backward": seconds(lambda: vjp(grad(loss), theta)[1](v), args.repeats, device)}
+    cached = hessian_vector_product(loss, theta, "reverse")
+    timings["HVP, cached graph"] = seconds(lambda: cached(v), args.repeats, device)
     try:
         timings["HVP, jvp of grad"] = seconds(lambda: jvp(grad(loss), (theta,), (v,)), args.repeats, device)
     except RuntimeError as error:  # report, do not hide, a forward-mode failure

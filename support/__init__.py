@@ -31,5 +31,10 @@ density_evaluation  densities of an ensemble on a box with the mass and KDE self
 divergences    KL(p_* || KDE) and W1 (POT, eq 38) between generated and target samples (Fig. 5, App. C)
 cifar10        the CIFAR-10 python archive from a local path: checksum, restricted unpickling, explicit download
 cifar_unet     the ddpm-cifar10-32 U-Net from its config, the DDPM schedule, the fixed-batch loss of App. D.3
+image_data     image sets: the CIFAR-10 subset or the bundled scikit-learn digits as a stand-in
+ddim           deterministic DDIM generation, its eq (6) flow reading, vmapped generation for many models
+ddpm_training  MAP training with atomic checkpoints, resume and checkpoint selection (App. D.1)
+frechet        Fréchet distance between Gaussian feature fits (FID's formula; the pixel-feature fallback)
+cifar_experiment  Algorithm 2's stages after training: batches, eigen-direction paths, perturbations, App. D.4 memorisation
 results        build folder, atomic writes, results JSON with provenance, markdown tables
 """

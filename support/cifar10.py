@@ -23,13 +23,13 @@ import os
 import pickle
 import tarfile
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
+from .image_data import IMAGE_SHAPE, ImageSet
 from .results import atomic_write
 
 ENV_VAR = "CIFAR10_ROOT"
@@ -39,7 +39,6 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
-IMAGE_SHAPE = (3, 32, 32)
 N_CLASSES = 10
 
 Split = Literal["train", "test"]
@@ -106,20 +105,7 @@ def _missing_message(root: Path) -> str:
     )
 
 
-@dataclass(frozen=True)
-class CIFAR10:
-    """Images uint8 [N, 3, 32, 32] and labels int64 [N] of one split, with where they came from."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    source: Path
-
-    def scaled(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The images in [-1, 1], as the DDPM of App. D is trained on."""
-        return self.images.to(dtype) / 127.5 - 1.0
-
-
-def load_cifar10(root: str | Path | None = None, split: Split = "train", md5: str = ARCHIVE_MD5) -> CIFAR10:
+def load_cifar10(root: str | Path | None = None, split: Split = "train", md5: str = ARCHIVE_MD5) -> ImageSet:
     """Read one split from the archive (verified against ``md5``) or the extracted folder in ``root``.
 
     Raises :class:`CIFAR10Missing` (with instructions) when neither is there and
@@ -153,15 +139,7 @@ def load_cifar10(root: str | Path | None = None, split: Split = "train", md5: st
         raise CIFAR10Missing(_missing_message(root))
     images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    return CIFAR10(images, labels, source)
-
-
-def random_subset(data: CIFAR10, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` distinct images drawn uniformly (App. D: N = 1000 training images): (images in [-1, 1], indices)."""
-    if not 1 <= n <= len(data.images):
-        raise ValueError(f"need 1 <= n <= {len(data.images)}, got {n}")
-    index = torch.randperm(len(data.images), generator=generator)[:n]
-    return data.scaled()[index], index
+    return ImageSet(images, labels, source)
 
 
 def download_cifar10(root: str | Path | None = None, url: str = URL, md5: str = ARCHIVE_MD5) -> Path:

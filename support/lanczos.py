@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from tqdm import tqdm
 
 HVP = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,6 +39,8 @@ def lanczos(
         Number of Lanczos iterations (the paper uses k = 1000 for the 3,584 ``conv_in`` parameters).
     generator:
         Draws the random start vector (reproducibility).
+    progress:
+        Show a progress bar over the iterations.
     breakdown_tol:
         The iteration stops early when the next off-diagonal beta falls below
         ``breakdown_tol * max(|alpha|, |beta|)`` so far: the Krylov space is invariant and its
@@ -57,7 +60,7 @@ def lanczos(
     basis = torch.empty(k, dim, dtype=dtype, device=device)  # rows are Lanczos vectors
     alphas, betas = [], []
     scale = 0.0
-    for j in range(k):
+    for j in tqdm(range(k), desc="Lanczos", unit="HVP", disable=not progress, leave=False):
         basis[j] = q
         w = hvp(q).to(dtype)
         if w.shape != (dim,):

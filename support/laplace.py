@@ -30,7 +30,7 @@ from torch.func import grad, jvp, vjp, vmap
 
 from .geodesics import GeodesicSolution, solve_geodesics
 from .lanczos import lanczos
-from .monge_metric import Loss
+from .monge_metric import HvpMode, Loss
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,22 @@ def exact_hessian(loss: Loss, theta: torch.Tensor, chunk: int = 256) -> torch.Te
     return 0.5 * (h + h.T)  # symmetrise rounding
 
 
-def hessian_vector_product(loss: Loss, theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """v -> H(theta) v by forward-over-reverse differentiation (never forms H)."""
-    gradient = grad(loss)
-    return lambda v: jvp(gradient, (theta,), (v,))[1]
+def hessian_vector_product(loss: Loss, theta: torch.Tensor, mode: HvpMode = "forward") -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> H(theta) v without forming H.
+
+    ``mode="forward"``: forward-over-reverse, ``jvp(grad(L))``, one forward-and-backward pass per
+    product. ``mode="reverse"``: the gradient's graph is built once, ``vjp(grad(L))``, and every
+    product is one more backward pass through it (H is symmetric, so v^T H = (H v)^T). For a
+    fixed theta with many products (Lanczos) the reverse mode skips the repeated forward pass at
+    the price of keeping the graph in memory.
+    """
+    if mode == "forward":
+        gradient = grad(loss)
+        return lambda v: jvp(gradient, (theta,), (v,))[1]
+    if mode == "reverse":
+        _, pullback = vjp(grad(loss), theta)
+        return lambda v: pullback(v)[0]
+    raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
 
 
 def exact_laplace(loss: Loss, theta: torch.Tensor, min_eigenvalue: float = 0.0, prior_precision: float = 0.0) -> LowRankLaplace:
@@ -148,10 +160,13 @@ def lanczos_laplace(
     generator: torch.Generator | None = None,
     min_eigenvalue: float = 0.0,
     prior_precision: float = 0.0,
+    hvp: HvpMode = "forward",
+    progress: bool = False,
 ) -> LowRankLaplace:
     """Laplace approximation from k Lanczos steps on the Hessian (App. D.2, Algorithm 2 steps 2)."""
     values, vectors = lanczos(
-        hessian_vector_product(loss, theta), theta.numel(), k, generator=generator, dtype=theta.dtype, device=theta.device
+        hessian_vector_product(loss, theta, hvp), theta.numel(), k, generator=generator, dtype=theta.dtype,
+        device=theta.device, progress=progress,
     )
     return positive_part(values, vectors, min_eigenvalue, prior_precision)
 
@@ -173,10 +188,12 @@ def per_batch_laplace(
     generator: torch.Generator | None = None,
     min_eigenvalue: float = 0.0,
     prior_precision: float = 0.0,
+    hvp: HvpMode = "forward",
+    progress: bool = False,
 ) -> list[LowRankLaplace]:
     """Algorithm 2, steps 2 for b = 1..B: one Lanczos Laplace approximation per batch loss manifold.
 
     ``batch_losses[b]`` is the deterministic loss L^(b)(theta) of batch b (fixed data, noise and
     times, App. D.3). Returns one approximation per batch; their spectra are Fig. 12.
     """
-    return [lanczos_laplace(loss, theta, k, generator, min_eigenvalue, prior_precision) for loss in batch_losses]
+    return [lanczos_laplace(loss, theta, k, generator, min_eigenvalue, prior_precision, hvp, progress) for loss in batch_losses]

@@ -58,3 +58,18 @@ def method_color(method: str) -> str:
         return METHOD_COLORS[method]
     except KeyError:
         raise KeyError(f"unknown method {method!r}; known: {', '.join(METHOD_COLORS)}") from None
+
+
+def show_image(ax, image, frame: str | None = None, title: str | None = None) -> None:
+    """Draw one image [3, H, W] in [-1, 1] on ``ax`` without ticks, optionally framed in ``frame`` (a colour)."""
+    ax.imshow(((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(frame is not None)
+        if frame is not None:
+            spine.set_edgecolor(frame)
+            spine.set_linewidth(3)
+    if title:
+        ax.set_title(title, fontsize="small")

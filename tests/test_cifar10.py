@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from support import cifar10
-from support.cifar10 import CIFAR10Corrupt, CIFAR10Missing, load_cifar10, md5_of, random_subset
+from support.cifar10 import CIFAR10Corrupt, CIFAR10Missing, load_cifar10, md5_of
+from support.image_data import random_subset
 
 PER_BATCH = 3
 

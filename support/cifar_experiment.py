@@ -1,0 +1,146 @@
+"""The stages of the CIFAR-10 experiment after training (Sec. 5.2; App. D.2-D.4; Algorithm 2).
+
+* :func:`draw_hessian_batches` fixes B batches of the training images with their noise and
+  timesteps (App. D.3: the stochasticity comes from the batching only).
+* :func:`perturb_along_directions` follows one eigenvector of the batch Hessian both straight
+  (theta* + t v) and along the geodesic alpha(t) of the loss manifold (Figs. 6 and 7).
+* :func:`posterior_perturbations` draws S velocities v ~ N(0, H_+^-1) and returns, for every
+  scale eta, the Euclidean weights theta* + eta v and the Riemannian weights Exp(eta v) (Fig. 13).
+  Geodesics are reparametrisation invariant, Exp(eta v) = alpha_v(eta), so one solve per v
+  gives every eta. A curve whose solve exceeds the evaluation budget is filtered (App. D.3.1).
+* :func:`memorisation_of` is the App. D.4 measure: c = 1/3, K = 10 next-closest training images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler
+
+from .cifar_unet import FixedBatch, draw_fixed_batch
+from .geodesics import solve_geodesics
+from .laplace import LowRankLaplace
+from .memorisation import memorisation_ratio
+from .monge_metric import HvpMode, Loss
+
+MEMORISATION_C = 1 / 3
+MEMORISATION_NEIGHBOURS = 10
+
+
+def draw_hessian_batches(
+    images: torch.Tensor, n_batches: int, batch_size: int, scheduler: DDPMScheduler, generator: torch.Generator
+) -> list[FixedBatch]:
+    """B disjoint batches of ``batch_size`` training images, each with fixed noise and timesteps (App. D.3)."""
+    if n_batches * batch_size > len(images):
+        raise ValueError(f"{n_batches} disjoint batches of {batch_size} need {n_batches * batch_size} images, "
+                         f"got {len(images)}")
+    order = torch.randperm(len(images), generator=generator)
+    return [draw_fixed_batch(images[index.to(images.device)], scheduler, generator)
+            for index in order[: n_batches * batch_size].split(batch_size)]
+
+
+@dataclass(frozen=True)
+class DirectionPaths:
+    """Straight and geodesic paths from theta* along fixed velocities (Figs. 6, 7)."""
+
+    times: torch.Tensor
+    """[T] times t, starting at 0."""
+    velocities: torch.Tensor
+    """[D, K] initial velocities (one per direction)."""
+    straight: torch.Tensor
+    """[T, D, K] theta* + t v."""
+    geodesic: torch.Tensor
+    """[T, D, K] alpha(t) (NaN where the solve exceeded its budget)."""
+    converged: torch.Tensor
+    """[D] whether each geodesic met its tolerance within the budget."""
+    straight_loss: torch.Tensor
+    """[T, D] batch loss along theta* + t v."""
+    geodesic_loss: torch.Tensor
+    """[T, D] batch loss along alpha(t)."""
+    seconds: float
+
+
+def losses_along(loss: Loss, thetas: torch.Tensor) -> torch.Tensor:
+    """The loss at every parameter vector of ``thetas`` [..., K] (NaN rows give NaN)."""
+    flat = thetas.reshape(-1, thetas.shape[-1])
+    with torch.no_grad():
+        values = [loss(theta) if bool(torch.isfinite(theta).all()) else theta.new_tensor(float("nan")) for theta in flat]
+    return torch.stack(values).reshape(thetas.shape[:-1])
+
+
+def perturb_along_directions(
+    loss: Loss, theta: torch.Tensor, velocities: torch.Tensor, times: torch.Tensor, **solver: object
+) -> DirectionPaths:
+    """theta* + t v and the geodesic alpha_v(t) of eq (19) for every row v of ``velocities``."""
+    start = time.perf_counter()
+    solution = solve_geodesics(loss, theta, velocities, times=times, **solver)
+    seconds = time.perf_counter() - start
+    times = solution.times
+    straight = theta + times[:, None, None] * velocities[None]
+    return DirectionPaths(times, velocities, straight, solution.position, solution.converged,
+                          losses_along(loss, straight), losses_along(loss, solution.position), seconds)
+
+
+def eigen_velocities(laplace: LowRankLaplace, length: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Velocities of Euclidean length ``length`` along the top and the bottom kept eigenvector (Fig. 6).
+
+    Both have the same length, so the images differ only through the direction: along the top
+    eigenvector the loss curves most, along the bottom (smallest positive eigenvalue) least.
+    """
+    if length <= 0:
+        raise ValueError(f"length must be positive, got {length}")
+    top, bottom = laplace.eigenvectors[:, 0], laplace.eigenvectors[:, -1]
+    eigen = {"top": laplace.eigenvalues[0].item(), "bottom": laplace.eigenvalues[-1].item()}
+    return length * torch.stack([top, bottom]), eigen
+
+
+@dataclass(frozen=True)
+class PosteriorPerturbations:
+    """S Laplace velocities and their Euclidean and Riemannian weights at every scale eta (Fig. 13)."""
+
+    etas: tuple[float, ...]
+    v: torch.Tensor
+    """[S, K] v ~ N(0, H_+^-1) (eta = 1)."""
+    euclidean: torch.Tensor
+    """[E, S, K] theta* + eta v."""
+    riemannian: torch.Tensor
+    """[E, S, K] Exp_theta*(eta v) = alpha_v(eta); rows of filtered curves are NaN."""
+    converged: torch.Tensor
+    """[S] geodesics solved within the budget (the others are filtered, App. D.3.1)."""
+    nfe: torch.Tensor
+    """[S] right-hand-side evaluations used per converged geodesic."""
+    seconds: float
+
+    @property
+    def filtered(self) -> int:
+        return int((~self.converged).sum())
+
+
+def posterior_perturbations(
+    loss: Loss,
+    theta: torch.Tensor,
+    laplace: LowRankLaplace,
+    etas: tuple[float, ...],
+    samples: int,
+    generator: torch.Generator,
+    **solver: object,
+) -> PosteriorPerturbations:
+    """Algorithm 2, step 3 for one batch: S velocities, Euclidean and Riemannian weights at every eta."""
+    if not etas or any(b <= a for a, b in zip(etas, etas[1:])) or etas[0] <= 0:
+        raise ValueError(f"etas must be positive and strictly increasing, got {etas}")
+    v = laplace.sample(samples, generator)
+    times = torch.tensor((0.0, *etas), dtype=theta.dtype)
+    start = time.perf_counter()
+    solution = solve_geodesics(loss, theta, v, times=times, **solver)
+    seconds = time.perf_counter() - start
+    scales = times[1:, None, None].to(theta.device)
+    return PosteriorPerturbations(tuple(etas), v, theta + scales * v[None], solution.position[1:],
+                                  solution.converged, solution.nfe, seconds)
+
+
+def memorisation_of(images: torch.Tensor, train: torch.Tensor) -> float:
+    """App. D.4: share of ``images`` [..., 3, H, W] memorised at c = 1/3 w.r.t. K = 10 next-closest training images."""
+    generated = images.reshape(-1, train[0].numel()).double()
+    return memorisation_ratio(generated, train.flatten(1).double(), MEMORISATION_C, MEMORISATION_NEIGHBOURS).item()

@@ -1,0 +1,99 @@
+"""Image sets for the CIFAR-10 chapter: the real CIFAR-10 subset, or bundled stand-in images.
+
+App. D trains on N = 1000 random CIFAR-10 training images scaled to [-1, 1]. CIFAR-10 is not
+bundled with any package and this book never downloads it unasked (see :mod:`support.cifar10`),
+so the smoke profile uses a stand-in that ships inside an installed package:
+
+**scikit-learn's handwritten digits** (``sklearn.datasets.load_digits``; 1,797 real 8 x 8 scans
+with 17 grey levels, ten classes, from the UCI optical-recognition set). We chose them over
+matplotlib's sample images because they are hundreds of distinct real images with ten classes,
+like CIFAR-10, rather than a handful of photographs that would have to be cut into overlapping
+crops (which would make nearest-neighbour memorisation meaningless: neighbouring crops share
+pixels). They are upsampled bilinearly to 32 x 32 and repeated over the three colour channels,
+so they have CIFAR-10's shape [3, 32, 32] and go through exactly the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+IMAGE_SHAPE = (3, 32, 32)
+ImageSource = Literal["cifar10", "digits"]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images uint8 [N, 3, 32, 32] and labels int64 [N], with where they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: Path | str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.shape[1:] != IMAGE_SHAPE:
+            raise ValueError(f"images must be uint8 [N, 3, 32, 32], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"need one label per image, got {tuple(self.labels.shape)} for {len(self.images)} images")
+
+    def scaled(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The images in [-1, 1], as the DDPM of App. D is trained on."""
+        return self.images.to(dtype) / 127.5 - 1.0
+
+
+def random_subset(data: ImageSet, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` distinct images drawn uniformly (App. D: N = 1000 training images): (images in [-1, 1], indices)."""
+    if not 1 <= n <= len(data.images):
+        raise ValueError(f"need 1 <= n <= {len(data.images)}, got {n}")
+    index = torch.randperm(len(data.images), generator=generator)[:n]
+    return data.scaled()[index], index
+
+
+def load_digits_stand_in() -> ImageSet:
+    """scikit-learn's 1,797 digits as uint8 [1797, 3, 32, 32] (bilinear 8 -> 32, grey repeated over RGB)."""
+    from sklearn.datasets import load_digits  # bundled in the wheel: no download
+
+    digits = load_digits()
+    small = torch.from_numpy(digits.images).float()[:, None] / 16.0  # 17 grey levels in [0, 1]
+    large = F.interpolate(small, size=IMAGE_SHAPE[1:], mode="bilinear", align_corners=False)
+    images = (large.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return ImageSet(images, torch.from_numpy(digits.target).long(), "sklearn.datasets.load_digits")
+
+
+def load_images(source: ImageSource, split: Literal["train", "test"] = "train") -> ImageSet:
+    """The chapter's image set: ``cifar10`` (local archive, see :mod:`support.cifar10`) or ``digits``.
+
+    The digits have no official split; ``test`` returns the same set (held-out images are drawn
+    from what the training subset leaves over, see :func:`held_out`).
+    """
+    if source == "cifar10":
+        from .cifar10 import load_cifar10
+
+        return load_cifar10(split=split)
+    if source == "digits":
+        return load_digits_stand_in()
+    raise ValueError(f"image source must be 'cifar10' or 'digits', got {source!r}")
+
+
+def held_out_images(source: ImageSource, data: ImageSet, train_index: torch.Tensor, n: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """``n`` real images in [-1, 1] that are not in the training subset (the selection score's reference).
+
+    CIFAR-10: drawn from the official test split. Digits: drawn from the images the subset left out.
+    """
+    if source == "cifar10":
+        pool = load_images("cifar10", "test")
+        candidates = torch.arange(len(pool.images))
+    else:
+        pool = data
+        unused = torch.ones(len(data.images), dtype=torch.bool)
+        unused[train_index] = False
+        candidates = unused.nonzero().squeeze(1)
+    if n > len(candidates):
+        raise ValueError(f"asked for {n} held-out images, only {len(candidates)} available")
+    pick = candidates[torch.randperm(len(candidates), generator=generator)[:n]]
+    return pool.scaled()[pick]

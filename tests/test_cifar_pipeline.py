@@ -1,0 +1,199 @@
+"""The CIFAR-10 pipeline after the U-Net: DDIM as a flow, generation, training with resume,
+the Fréchet selection score, the stand-in images and the perturbation stages."""
+
+import warnings
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from support.cifar_experiment import draw_hessian_batches, memorisation_of, posterior_perturbations
+from support.cifar_unet import ddpm_scheduler, make_twice_differentiable, smoke_unet_config
+from support.ddim import ddim_flow_step, ddim_sample, ddim_scheduler, ensemble_denoiser, generate_images
+from support.ddpm_training import TrainingPlan, train_ddpm
+from support.frechet import frechet_distance, pixel_features
+from support.geodesics import solve_geodesics
+from support.image_data import ImageSet, held_out_images, load_digits_stand_in, random_subset
+from support.laplace import exact_laplace, hessian_vector_product
+from support.parameters import flatten, select_parameters
+from support.toy_losses import banana_loss
+
+TINY = {**smoke_unet_config(), "sample_size": 8}
+
+
+def tiny_unet(seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(**TINY).float()
+
+
+def test_a_ddim_step_is_an_euler_step_of_the_eq6_flow():
+    ddim = ddim_scheduler(ddpm_scheduler(), 50)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)
+    steps = ddim.timesteps.tolist()
+    for i, t in enumerate(steps):
+        eps = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        nxt = ddim.alphas_cumprod[steps[i + 1]] if i + 1 < len(steps) else ddim.final_alpha_cumprod
+        euler = ddim_flow_step(x, eps, ddim.alphas_cumprod[t].double(), nxt.double())
+        x = ddim.step(eps, t, x).prev_sample
+        assert torch.allclose(x, euler, rtol=1e-6, atol=1e-6)  # the scheduler keeps abar in float32
+
+
+def test_ddim_with_the_exact_noise_of_one_image_returns_that_image():
+    ddim = ddim_scheduler(ddpm_scheduler(), 50)
+    target = torch.rand(3, 8, 8, dtype=torch.float64) * 1.6 - 0.8
+    abar = ddim.alphas_cumprod.double()
+    # For a one-image data set the optimal noise prediction is (x - sqrt(abar) y) / sqrt(1 - abar).
+    out = ddim_sample(lambda x, t: (x - abar[t].sqrt() * target) / (1 - abar[t]).sqrt(),
+                      torch.randn(2, 3, 8, 8, dtype=torch.float64), ddim)
+    assert torch.allclose(out, target.expand_as(out), atol=1e-8)
+
+
+def test_ddim_scheduler_rejects_zero_steps():
+    with pytest.raises(ValueError, match="steps"):
+        ddim_scheduler(ddpm_scheduler(), 0)
+
+
+def test_vmapped_generation_equals_one_model_at_a_time():
+    unet = make_twice_differentiable(tiny_unet()).eval()
+    layout = select_parameters(unet, ["conv_in"])
+    theta = flatten(unet, layout).detach()
+    thetas = theta + 0.05 * torch.randn(3, layout.dim, generator=torch.Generator().manual_seed(1))
+    x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    ddim = ddim_scheduler(ddpm_scheduler(), 5)
+    together = generate_images(unet, layout, thetas, x0, ddim, models_per_pass=3)
+    alone = generate_images(unet, layout, thetas, x0, ddim, models_per_pass=1)
+    assert together.shape == (3, 2, 3, 8, 8)
+    assert torch.allclose(together, alone, atol=1e-5)
+    with torch.no_grad():  # the M = 1 path is the plain network
+        plain = unet(x0, 500).sample
+        assert torch.allclose(ensemble_denoiser(unet, layout, theta[None])(x0[None], torch.tensor(500))[0], plain, atol=1e-6)
+    with pytest.raises(ValueError, match="finite"):
+        generate_images(unet, layout, torch.full_like(thetas, float("nan")), x0, ddim)
+
+
+def test_frechet_distance_matches_the_closed_form_of_two_1d_gaussians():
+    generator = torch.Generator().manual_seed(0)
+    a = 2.0 + 0.5 * torch.randn(400, 1, generator=generator, dtype=torch.float64)
+    b = -1.0 + 1.5 * torch.randn(300, 1, generator=generator, dtype=torch.float64)
+    expected = (a.mean() - b.mean()) ** 2 + (a.std() - b.std()) ** 2  # W2^2 of 1-D Gaussians
+    assert frechet_distance(a, b) == pytest.approx(expected.item(), rel=1e-10)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_frechet_distance_agrees_with_scipy_sqrtm_in_several_dimensions():
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(200, 5, generator=generator, dtype=torch.float64) @ torch.randn(5, 5, generator=generator, dtype=torch.float64)
+    b = torch.randn(150, 5, generator=generator, dtype=torch.float64) + 1.0
+    ca, cb = torch.cov(a.T).numpy(), torch.cov(b.T).numpy()
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum().item() + ca.trace() + cb.trace() - 2 * scipy_linalg.sqrtm(ca @ cb).real.trace()
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
+    assert pixel_features(torch.zeros(4, 3, 32, 32)).shape == (4, 192)
+    with pytest.raises(ValueError, match="features"):
+        frechet_distance(a, b[:, :3])
+
+
+def _train(folder, interrupt_at=None, epochs=6):
+    images = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    calls = []
+
+    def score(model):
+        calls.append(1)
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return float(sum(p.detach().square().sum() for p in model.parameters()))  # any deterministic score
+
+    unet = tiny_unet()
+    plan = TrainingPlan(epochs=epochs, batch_size=4, learning_rate=1e-3, checkpoint_every=2)
+    record = train_ddpm(unet, images, ddpm_scheduler(), plan, folder, torch.Generator().manual_seed(4), score, progress=False)
+    return unet, record
+
+
+def test_training_resumes_after_an_interruption_with_the_same_result(tmp_path):
+    straight, record = _train(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "interrupted", interrupt_at=2)  # dies while scoring epoch 4: the epoch-2 checkpoint survives
+    assert torch.load(tmp_path / "interrupted" / "latest.pt", weights_only=False)["epoch"] == 2
+    resumed, resumed_record = _train(tmp_path / "interrupted")
+    assert resumed_record.resumed_from == 2
+    assert [h["epoch"] for h in resumed_record.history] == [2, 4, 6]
+    assert [h["score"] for h in resumed_record.history] == pytest.approx([h["score"] for h in record.history], rel=1e-6)
+    for p, q in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6)
+    scores = [h["score"] for h in record.history]
+    assert record.best_epoch == record.history[scores.index(min(scores))]["epoch"]
+    assert not list((tmp_path / "straight").glob("*.tmp"))  # atomic writes leave no temporary files
+    again, again_record = _train(tmp_path / "straight")  # finished: loads, does not retrain
+    assert again_record.resumed_from == 6
+
+
+def test_a_checkpoint_of_another_plan_is_not_resumed(tmp_path):
+    _train(tmp_path, epochs=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, record = _train(tmp_path, epochs=4)
+    assert record.resumed_from == 0 and any("another run" in str(w.message) for w in caught)
+
+
+def test_training_rejects_unscaled_images(tmp_path):
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        train_ddpm(tiny_unet(), torch.full((2, 3, 8, 8), 255.0), ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1),
+                   tmp_path, torch.Generator())
+
+
+def test_the_digit_stand_in_has_cifar_shape_and_held_out_images_are_disjoint():
+    data = load_digits_stand_in()
+    assert data.images.shape == (1797, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert torch.equal(data.images[:, 0], data.images[:, 2])  # grey, repeated over RGB
+    assert set(data.labels.tolist()) == set(range(10))
+    generator = torch.Generator().manual_seed(0)
+    train, index = random_subset(data, 200, generator)
+    held = held_out_images("digits", data, index, 50, generator)
+    train_set = {tuple(x.flatten().tolist()) for x in data.images[index]}
+    scaled_pool = data.scaled()
+    unused = sorted(set(range(len(data.images))) - set(index.tolist()))
+    assert all(any(torch.equal(h, scaled_pool[i]) for i in unused) for h in held[:5])
+    assert train.min() >= -1 and train.max() <= 1 and len(train_set) > 190
+    with pytest.raises(ValueError, match="uint8"):
+        ImageSet(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), "x")
+
+
+def test_hessian_batches_are_disjoint_and_too_many_are_refused():
+    images = torch.arange(10, dtype=torch.float32)[:, None, None, None].expand(10, 3, 2, 2) / 10
+    batches = draw_hessian_batches(images, 3, 3, ddpm_scheduler(), torch.Generator().manual_seed(0))
+    seen = torch.cat([b.images[:, 0, 0, 0] for b in batches])
+    assert len(set(seen.tolist())) == 9
+    with pytest.raises(ValueError, match="disjoint"):
+        draw_hessian_batches(images, 4, 3, ddpm_scheduler(), torch.Generator())
+
+
+def test_posterior_perturbations_use_exp_of_eta_v_equals_the_geodesic_at_time_eta():
+    loss = banana_loss()
+    theta = torch.zeros(2, dtype=torch.float64)
+    laplace = exact_laplace(loss, theta)
+    etas = (0.5, 1.0, 2.0)
+    out = posterior_perturbations(loss, theta, laplace, etas, 3, torch.Generator().manual_seed(0), rtol=1e-9, atol=1e-11)
+    assert out.filtered == 0 and out.riemannian.shape == (3, 3, 2)
+    for e, eta in enumerate(etas):  # reparametrisation: Exp(eta v) solved on its own for unit time
+        direct = solve_geodesics(loss, theta, eta * out.v, rtol=1e-9, atol=1e-11).position[-1]
+        assert torch.allclose(out.riemannian[e], direct, atol=1e-6)
+        assert torch.allclose(out.euclidean[e], theta + eta * out.v)
+    with pytest.raises(ValueError, match="increasing"):
+        posterior_perturbations(loss, theta, laplace, (1.0, 0.5), 2, torch.Generator())
+
+
+def test_memorisation_of_copies_is_one_and_of_noise_is_zero():
+    generator = torch.Generator().manual_seed(0)
+    train = torch.rand(30, 3, 4, 4, generator=generator)
+    assert memorisation_of(train[:5], train) == 1.0
+    assert memorisation_of(torch.rand(5, 3, 4, 4, generator=generator) + 5, train) == 0.0
+
+
+def test_reverse_and_forward_hessian_vector_products_agree():
+    loss = banana_loss()
+    theta = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    v = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert torch.allclose(hessian_vector_product(loss, theta, "reverse")(v), hessian_vector_product(loss, theta, "forward")(v))
+    with pytest.raises(ValueError, match="mode"):
+        hessian_vector_product(loss, theta, "sideways")
