@@ -1,5 +1,8 @@
 """The CIFAR-10 pipeline after the U-Net: DDIM as a flow, generation, training with resume,
-the Fréchet selection score, the stand-in images and the perturbation stages."""
+the Fréchet selection score, the stand-in images and the perturbation stages.
+
+Tensors for the (float32) U-Net get an explicit dtype: other tests in the same worker may have
+set float64 as the default."""
 
 import warnings
 
@@ -58,15 +61,15 @@ def test_vmapped_generation_equals_one_model_at_a_time():
     unet = make_twice_differentiable(tiny_unet()).eval()
     layout = select_parameters(unet, ["conv_in"])
     theta = flatten(unet, layout).detach()
-    thetas = theta + 0.05 * torch.randn(3, layout.dim, generator=torch.Generator().manual_seed(1))
-    x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    thetas = theta + 0.05 * torch.randn(3, layout.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
     ddim = ddim_scheduler(ddpm_scheduler(), 5)
     together = generate_images(unet, layout, thetas, x0, ddim, models_per_pass=3)
     alone = generate_images(unet, layout, thetas, x0, ddim, models_per_pass=1)
     assert together.shape == (3, 2, 3, 8, 8)
     assert torch.allclose(together, alone, atol=1e-5)
     with torch.no_grad():  # the M = 1 path is the plain network
-        plain = unet(x0, 500).sample
+        plain = unet(x0, torch.tensor(500)).sample
         assert torch.allclose(ensemble_denoiser(unet, layout, theta[None])(x0[None], torch.tensor(500))[0], plain, atol=1e-6)
     with pytest.raises(ValueError, match="finite"):
         generate_images(unet, layout, torch.full_like(thetas, float("nan")), x0, ddim)
@@ -95,7 +98,7 @@ def test_frechet_distance_agrees_with_scipy_sqrtm_in_several_dimensions():
 
 
 def _train(folder, interrupt_at=None, epochs=6):
-    images = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    images = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float32) * 2 - 1
     calls = []
 
     def score(model):
@@ -138,7 +141,7 @@ def test_a_checkpoint_of_another_plan_is_not_resumed(tmp_path):
 
 def test_training_rejects_unscaled_images(tmp_path):
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        train_ddpm(tiny_unet(), torch.full((2, 3, 8, 8), 255.0), ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1),
+        train_ddpm(tiny_unet(), torch.full((2, 3, 8, 8), 255.0, dtype=torch.float32), ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1),
                    tmp_path, torch.Generator())
 
 

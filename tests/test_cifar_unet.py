@@ -49,7 +49,7 @@ def test_the_plain_attention_processor_changes_no_output(smoke_loss):
 
 def test_the_loss_is_a_function_of_conv_in_only(smoke_loss):
     unet, batch, theta, loss, layout = smoke_loss
-    assert layout.names == ("conv_in.weight", "conv_in.bias") and theta.numel() == 32 * 3 * 9 + 32
+    assert layout.names == ("conv_in.weight", "conv_in.bias") and theta.numel() == 16 * 3 * 9 + 16 == 448
     assert loss(theta).item() == pytest.approx(
         (unet(ddpm_scheduler().add_noise(batch.images, batch.noise, batch.timesteps), batch.timesteps).sample
          - batch.noise).square().mean().item(), rel=1e-12)
