@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -34,9 +33,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 from tqdm import tqdm
 
 from .cifar_unet import ddpm_loss, draw_fixed_batch
-from .results import atomic_torch_save
+from .results import atomic_torch_save, load_checkpoint
 
 Score = Callable[[UNet2DModel], float]
+RUN_INPUTS = "training plan, images or initial weights"
 
 
 @dataclass(frozen=True)
@@ -91,16 +91,6 @@ def _tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _load(path: Path, fingerprint: str, device: torch.device) -> dict | None:
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location=device, weights_only=False)
-    if state.get("fingerprint") != fingerprint:
-        warnings.warn(f"{path} belongs to another run (different plan, images or initial weights); starting afresh")
-        return None
-    return state
-
-
 def train_ddpm(
     unet: UNet2DModel,
     images: torch.Tensor,
@@ -128,7 +118,7 @@ def train_ddpm(
     fingerprint = _fingerprint(plan, images, unet)
     optimiser = torch.optim.Adam(unet.parameters(), lr=plan.learning_rate)
     record = TrainingRecord()
-    state = _load(folder / "latest.pt", fingerprint, device)
+    state = load_checkpoint(folder / "latest.pt", fingerprint, RUN_INPUTS, device)
     if state is not None:
         unet.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -177,7 +167,7 @@ def train_ddpm(
                 )
                 seen, seconds, losses = 0, 0.0, []
     bar.close()
-    best = _load(folder / "best.pt", fingerprint, device)
+    best = load_checkpoint(folder / "best.pt", fingerprint, RUN_INPUTS, device)
     if best is None:
         raise FileNotFoundError(f"{folder / 'best.pt'} is missing or from another run; delete {folder} and retrain")
     unet.load_state_dict(best["model"])

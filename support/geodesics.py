@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,7 +37,7 @@ from torchdiffeq import odeint
 from tqdm import tqdm
 
 from .monge_metric import HvpMode, Loss, geodesic_acceleration
-from .results import atomic_torch_save
+from .results import atomic_torch_save, load_checkpoint
 
 Method = Literal["dopri5", "euler", "rk4"]
 CHECKPOINT_EVERY_SECONDS = 60.0
@@ -126,21 +125,6 @@ def _fingerprint(theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, *opt
     return digest.hexdigest()
 
 
-def _load_checkpoint(path: str | Path | None, fingerprint: str | None) -> dict | None:
-    """The saved progress for these inputs, or None (no file, or a file for other inputs)."""
-    if path is None or not Path(path).exists():
-        return None
-    saved = torch.load(path, weights_only=True)
-    if saved.get("fingerprint") != fingerprint:
-        warnings.warn(
-            f"checkpoint {path} was written for other inputs (theta, v, times or solver options); "
-            "starting afresh and overwriting it",
-            stacklevel=3,
-        )
-        return None
-    return saved
-
-
 def solve_geodesics(
     loss: Loss,
     theta: torch.Tensor,
@@ -210,7 +194,7 @@ def solve_geodesics(
     fingerprint = None
     if checkpoint is not None:
         fingerprint = _fingerprint(theta, v2, times, method, rtol, atol, steps, max_nfe, max_seconds, hvp, chunk_size)
-    saved = _load_checkpoint(checkpoint, fingerprint)
+    saved = load_checkpoint(checkpoint, fingerprint, "theta, v, times or solver options")
     if saved is None:
         states = torch.full((len(times), n, 2 * k), float("nan"), dtype=theta.dtype, device=theta.device)
         converged = torch.zeros(n, dtype=torch.bool)

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` that leaves either the old file or the complete new one, never a partial one."""
     atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint(path: str | Path | None, fingerprint: str | None, inputs: str,
+                    map_location: torch.device | str | None = None) -> dict | None:
+    """The checkpoint at ``path`` if it was written for these inputs (same ``fingerprint``), else None.
+
+    A missing file gives None; a file for other inputs (``inputs`` names what the fingerprint
+    covers) gives None with a warning, and the caller starts afresh and overwrites it. Only
+    tensors and plain containers are unpickled (``weights_only``).
+    """
+    if path is None or not Path(path).exists():
+        return None
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    if saved.get("fingerprint") != fingerprint:
+        warnings.warn(f"checkpoint {path} belongs to another run: it was written for other inputs ({inputs}); "
+                      "starting afresh and overwriting it", stacklevel=3)
+        return None
+    return saved
 
 
 def atomic_write_text(text: str, path: Path) -> None:
