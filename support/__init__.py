@@ -37,4 +37,5 @@ ddpm_training  MAP training with atomic checkpoints, resume and checkpoint selec
 frechet        Fréchet distance between Gaussian feature fits (FID's formula; the pixel-feature fallback)
 cifar_experiment  Algorithm 2's stages after training: batches, eigen-direction paths, perturbations, App. D.4 memorisation
 results        build folder, atomic writes, results JSON with provenance, markdown tables
+paper_artefacts  commit a paper-profile run's results and figures to book/paper_results/, and read them back
 """

@@ -24,6 +24,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.models.attention_processor import AttnProcessor
 from torch import nn
 
+from .monge_metric import SummedLoss
 from .parameters import ParameterLayout, flatten, functional_forward, select_parameters
 
 BAYESIAN_LAYERS = ("conv_in",)
@@ -117,8 +118,26 @@ def ddpm_loss(forward: Callable[..., Any], batch: FixedBatch, scheduler: DDPMSch
 
 
 def fixed_batch_loss(
-    unet: UNet2DModel, batch: FixedBatch, scheduler: DDPMScheduler, layers: tuple[str, ...] = BAYESIAN_LAYERS
+    unet: UNet2DModel, batch: FixedBatch, scheduler: DDPMScheduler, layers: tuple[str, ...] = BAYESIAN_LAYERS,
+    micro_batch: int | None = None,
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], ParameterLayout]:
-    """(theta*, L(theta), layout): the loss of one fixed batch as a function of the chosen layers' parameters."""
+    """(theta*, L(theta), layout): the loss of one fixed batch as a function of the chosen layers' parameters.
+
+    With ``micro_batch`` smaller than the batch, L is returned as a :class:`SummedLoss` of the
+    micro-batch means weighted by their share of the batch: the same function, whose gradients and
+    Hessian-vector products are then computed one micro-batch at a time (bounded memory).
+    """
     layout = select_parameters(unet, layers)
-    return flatten(unet, layout), lambda theta: ddpm_loss(functional_forward(unet, layout, theta), batch, scheduler), layout
+
+    def loss_of(part: FixedBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda theta: ddpm_loss(functional_forward(unet, layout, theta), part, scheduler)
+
+    n = len(batch.images)
+    if micro_batch is None or micro_batch >= n:
+        return flatten(unet, layout), loss_of(batch), layout
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be positive, got {micro_batch}")
+    parts = [FixedBatch(*(tensor[start:start + micro_batch] for tensor in (batch.images, batch.noise, batch.timesteps)))
+             for start in range(0, n, micro_batch)]
+    loss = SummedLoss(tuple(loss_of(part) for part in parts), tuple(len(part.images) / n for part in parts))
+    return flatten(unet, layout), loss, layout

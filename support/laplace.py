@@ -30,7 +30,7 @@ from torch.func import grad, jvp, vjp, vmap
 
 from .geodesics import GeodesicSolution, solve_geodesics
 from .lanczos import lanczos
-from .monge_metric import HvpMode, Loss
+from .monge_metric import HvpMode, Loss, SummedLoss, gradient_and_hvp
 
 
 @dataclass(frozen=True)
@@ -136,15 +136,18 @@ def hessian_vector_product(loss: Loss, theta: torch.Tensor, mode: HvpMode = "for
     product. ``mode="reverse"``: the gradient's graph is built once, ``vjp(grad(L))``, and every
     product is one more backward pass through it (H is symmetric, so v^T H = (H v)^T). For a
     fixed theta with many products (Lanczos) the reverse mode skips the repeated forward pass at
-    the price of keeping the graph in memory.
+    the price of keeping the graph in memory. A :class:`~support.monge_metric.SummedLoss` keeps
+    no graph: every product differentiates its parts one at a time (the memory of one part).
     """
+    if mode not in ("forward", "reverse"):
+        raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+    if isinstance(loss, SummedLoss):  # bounded memory: one part's graph at a time, rebuilt for every product
+        return lambda v: gradient_and_hvp(loss, theta, v, mode)[1]
     if mode == "forward":
         gradient = grad(loss)
         return lambda v: jvp(gradient, (theta,), (v,))[1]
-    if mode == "reverse":
-        _, pullback = vjp(grad(loss), theta)
-        return lambda v: pullback(v)[0]
-    raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+    _, pullback = vjp(grad(loss), theta)
+    return lambda v: pullback(v)[0]
 
 
 def exact_laplace(loss: Loss, theta: torch.Tensor, min_eigenvalue: float = 0.0, prior_precision: float = 0.0) -> LowRankLaplace:

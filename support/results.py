@@ -124,6 +124,16 @@ def write_results(name: str, results: Mapping[str, Any], profile: Profile) -> Pa
     return path
 
 
+def save_figure(fig: Any, name: str, figure: str, profile: Profile) -> Path:
+    """Save a matplotlib ``fig`` as ``results/<name>/<figure>.png`` (atomically); returns the path.
+
+    These PNGs are what ``python -m support.paper_artefacts <name>`` commits from a paper-profile run.
+    """
+    path = results_dir(profile) / name / f"{figure}.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return path
+
+
 def read_matching_results(name: str, profile: Profile) -> dict[str, Any] | None:
     """The results of ``results/<name>.json`` if that run used this profile, device, dtype, seed,
     torch and commit (so its numbers must be reproducible here), else None (missing or another run)."""
