@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.func import grad, jvp, vjp, vmap
+from torch.func import grad, vjp, vmap
 
 from .geodesics import GeodesicSolution, solve_geodesics
 from .lanczos import lanczos
@@ -141,11 +141,8 @@ def hessian_vector_product(loss: Loss, theta: torch.Tensor, mode: HvpMode = "for
     """
     if mode not in ("forward", "reverse"):
         raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
-    if isinstance(loss, SummedLoss):  # bounded memory: one part's graph at a time, rebuilt for every product
+    if mode == "forward" or isinstance(loss, SummedLoss):  # nothing to cache, or one part's graph at a time
         return lambda v: gradient_and_hvp(loss, theta, v, mode)[1]
-    if mode == "forward":
-        gradient = grad(loss)
-        return lambda v: jvp(gradient, (theta,), (v,))[1]
     _, pullback = vjp(grad(loss), theta)
     return lambda v: pullback(v)[0]
 
