@@ -174,7 +174,7 @@ def main() -> None:
         return frechet_distance(pixel_features(images), reference)
 
     plan = TrainingPlan(sizes.epochs, sizes.batch_size, sizes.learning_rate, sizes.checkpoint_every,
-                        mixed_precision=True, compile=sizes.compile)
+                        mixed_precision=sizes.mixed_precision, compile=sizes.compile)
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.checkpoints or Path(scratch) / "cifar10_ddpm"
         record, timings["training_s"] = timed(lambda: train_ddpm(unet, train_images, scheduler, plan, folder,

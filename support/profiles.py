@@ -181,7 +181,9 @@ class CIFARSizes:
     checkpoint_every: int
     """Epochs between (atomic) checkpoints; each is scored for selection."""
     compile: bool
-    """torch.compile the training step (CUDA only)."""
+    """torch.compile the training step (on when CUDA is present: the compile pays off there)."""
+    mixed_precision: bool
+    """bf16 autocast of the training step (on when CUDA is present)."""
     selection_images: int
     """Images generated at every checkpoint for the selection score (Frechet distance)."""
     ddim_steps: int
@@ -274,7 +276,7 @@ def _smoke() -> Profile:
         ),
         cifar=CIFARSizes(
             images="digits", n_train=200, unet="smoke", dtype=torch.float32, epochs=40,
-            batch_size=32, learning_rate=2e-3, checkpoint_every=10, compile=False,
+            batch_size=32, learning_rate=2e-3, checkpoint_every=10, compile=False, mixed_precision=False,
             selection_images=32, ddim_steps=50, hessian_batch=16, n_batches=3, lanczos_k=24,
             posterior_samples=3, images_per_model=16, etas=(0.25, 0.5, 1.0), direction_stds=3.0,
             path_times=(0.0, 0.25, 0.5, 0.75, 1.0), figure_columns=6, geodesic_rtol=1e-5, geodesic_atol=1e-6,
@@ -318,6 +320,7 @@ def _paper() -> Profile:
         cifar=CIFARSizes(
             images="cifar10", n_train=1000, unet="ddpm-cifar10-32", dtype=torch.float32, epochs=5000,
             batch_size=128, learning_rate=2e-4, checkpoint_every=50, compile=torch.cuda.is_available(),
+            mixed_precision=torch.cuda.is_available(),
             selection_images=1000, ddim_steps=50, hessian_batch=64, n_batches=5, lanczos_k=1000,
             posterior_samples=10, images_per_model=100, etas=(0.1, 0.25, 0.5, 0.75, 1.0), direction_stds=3.0,
             path_times=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), figure_columns=8, geodesic_rtol=1e-5, geodesic_atol=1e-6,
