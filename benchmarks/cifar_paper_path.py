@@ -1,8 +1,8 @@
 """Run chapter 12's paper-profile code path at full size on the CPU, with truncated iteration counts.
 
 The paper profile (Sec. 5.2, App. D; Algorithm 2) needs a GPU for its iteration counts: on a
-2-core CPU one Hessian-vector product of the full U-Net at batch 64 costs about 40 s, so
-k = 1000 Lanczos steps per batch alone would take most of a day. What a CPU *can* check is that
+2-core CPU one Hessian-vector product of the full U-Net at batch 64 costs about 20 s, so
+k = 1000 Lanczos steps per batch alone would take most of a working day, five batches more than a day. What a CPU *can* check is that
 every stage runs at the paper's sizes, with the paper's shapes and memory, on the same functions
 the chapter calls:
 
@@ -26,8 +26,9 @@ date, device and commit) also extrapolates the measured per-unit costs to the pa
 iteration counts on this machine.
 
 Usage: python benchmarks/cifar_paper_path.py [--micro-batch 16] [--epochs 1] [--hvp-steps 3] [--out PATH]
-(on a machine with 23 GB of memory use --micro-batch 16: the cached gradient graph of the whole
-batch of 64 holds 17.8 GB, and the first HVP on top of it is killed for memory)
+(on a CPU use --micro-batch 16: the whole batch of 64 fits in 13 GB with its cached gradient
+graph, but its gradient takes 25 s against 6.4 s in four parts of 16, and its cached-graph HVP
+25 s against 20 s part by part; benchmarks/cifar_hvp.py measures both)
 (``--unet smoke --n-train 64 ...`` runs the same path at toy size; the test suite does that.)
 """
 
@@ -52,7 +53,7 @@ from support.frechet import frechet_distance, pixel_features
 from support.image_data import held_out_images, load_images, random_subset
 from support.lanczos import lanczos
 from support.laplace import hessian_vector_product, lanczos_laplace
-from support.monge_metric import Loss, SummedLoss, geodesic_acceleration
+from support.monge_metric import geodesic_acceleration, loss_gradient
 from support.profiles import get_profile
 from support.reproducibility import seed_everything
 from support.results import atomic_write_text, run_metadata
@@ -80,13 +81,6 @@ def hessian_like_spectrum(dim: int, dtype: torch.dtype) -> torch.Tensor:
     positive = 50.0 * torch.arange(1, dim - n_negative + 1, dtype=torch.float64).pow(-1.5)
     negative = -0.05 * torch.linspace(0.01, 1.0, n_negative, dtype=torch.float64)
     return torch.cat([positive, negative]).to(dtype)
-
-
-def gradient_of(loss: Loss, theta: torch.Tensor) -> torch.Tensor:
-    """grad L(theta); a SummedLoss part by part (the memory of one micro-batch)."""
-    if isinstance(loss, SummedLoss):
-        return sum(weight * torch.func.grad(part)(theta) for weight, part in zip(loss.weights, loss.parts))
-    return torch.func.grad(loss)(theta)
 
 
 def synthetic_lanczos(dim: int, k: int, generator: torch.Generator) -> dict[str, float]:
@@ -198,7 +192,7 @@ def main() -> None:
     theta_star, loss, layout = fixed_batch_loss(unet, batches[0], scheduler, micro_batch=args.micro_batch)
     if sizes.unet == "ddpm-cifar10-32":
         check(layout.dim == PAPER_CONV_IN, f"conv_in has {layout.dim} parameters")
-    gradient, timings["gradient_s"] = timed(lambda: gradient_of(loss, theta_star))
+    gradient, timings["gradient_s"] = timed(lambda: loss_gradient(loss, theta_star))
     check(bool(torch.isfinite(gradient).all()), "non-finite gradient")
     # timed apart (and built again inside lanczos_laplace) to separate the one-off set-up from the products
     _, timings["hvp_setup_s"] = timed(lambda: hessian_vector_product(loss, theta_star, "reverse"))

@@ -9,8 +9,9 @@ as theta*. Here:
   so an interrupted run leaves the previous checkpoint intact and resumes from it. The selected
   weights go to ``folder/best.pt``. Only these two files are kept (100 full checkpoints of the
   35.7 M-parameter model would take 14 GB); the history records every checkpoint's score.
-  A fingerprint of the plan, the images and the initial weights keeps a checkpoint from being
-  resumed by a different run (it is then ignored and overwritten, with a warning).
+  A fingerprint of the plan, the images, the architecture (``unet.config``) and the initial
+  weights keeps a checkpoint from being resumed by a different run (it is then ignored and
+  overwritten, with a warning).
 * **Selection** calls ``score(unet)`` at every checkpoint; lower is better (FID, or the book's
   pixel-feature Fréchet fallback, :mod:`support.frechet`). Without ``score`` the last one wins.
 * **Speed on a GPU**: bf16 autocast (``mixed_precision``) and ``torch.compile`` (``compile``)
@@ -37,7 +38,7 @@ from .cifar_unet import ddpm_loss, draw_fixed_batch
 from .results import atomic_torch_save, load_checkpoint
 
 Score = Callable[[UNet2DModel], float]
-RUN_INPUTS = "training plan, images or initial weights"
+RUN_INPUTS = "training plan, images, architecture or initial weights"
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class TrainingRecord:
 
 def _fingerprint(plan: TrainingPlan, images: torch.Tensor, unet: UNet2DModel) -> str:
     digest = hashlib.sha256(repr(sorted(asdict(plan).items())).encode())
+    digest.update(repr(sorted(unet.config.items())).encode())  # e.g. the number of attention heads: no weight shows it
     digest.update(images.detach().cpu().float().numpy().tobytes())
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(name.encode())

@@ -24,9 +24,9 @@ from support.toy_losses import banana_loss
 TINY = {**smoke_unet_config(), "sample_size": 8}
 
 
-def tiny_unet(seed: int = 0) -> UNet2DModel:
+def tiny_unet(seed: int = 0, **config) -> UNet2DModel:
     torch.manual_seed(seed)
-    return UNet2DModel(**TINY).float()
+    return UNet2DModel(**{**TINY, **config}).float()
 
 
 def test_a_ddim_step_is_an_euler_step_of_the_eq6_flow():
@@ -97,7 +97,7 @@ def test_frechet_distance_agrees_with_scipy_sqrtm_in_several_dimensions():
         frechet_distance(a, b[:, :3])
 
 
-def _train(folder, interrupt_at=None, epochs=6, **options):
+def _train(folder, interrupt_at=None, epochs=6, architecture=None, **options):
     images = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float32) * 2 - 1
     calls = []
 
@@ -107,7 +107,7 @@ def _train(folder, interrupt_at=None, epochs=6, **options):
             raise KeyboardInterrupt
         return float(sum(p.detach().square().sum() for p in model.parameters()))  # any deterministic score
 
-    unet = tiny_unet()
+    unet = tiny_unet(**(architecture or {}))
     plan = TrainingPlan(epochs=epochs, batch_size=4, learning_rate=1e-3, checkpoint_every=2, **options)
     record = train_ddpm(unet, images, ddpm_scheduler(), plan, folder, torch.Generator().manual_seed(4), score, progress=False)
     return unet, record
@@ -137,6 +137,16 @@ def test_a_checkpoint_of_another_plan_is_not_resumed(tmp_path):
         warnings.simplefilter("always")
         _, record = _train(tmp_path, epochs=4)
     assert record.resumed_from == 0 and any("another run" in str(w.message) for w in caught)
+
+
+def test_a_checkpoint_of_another_architecture_with_the_same_weights_is_not_resumed(tmp_path):
+    _train(tmp_path, epochs=2)
+    heads = dict(attention_head_dim=8)  # 4 heads of 8 channels instead of 1 of 32: the same weight tensors
+    assert all(torch.equal(p, q) for p, q in zip(tiny_unet().state_dict().values(), tiny_unet(**heads).state_dict().values()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, record = _train(tmp_path, epochs=2, architecture=heads)
+    assert record.resumed_from == 0 and any("architecture" in str(w.message) for w in caught)
 
 
 def test_the_gpu_training_options_run_compile_keeps_the_loss_and_bf16_changes_it_slightly(tmp_path, monkeypatch):

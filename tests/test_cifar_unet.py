@@ -14,14 +14,19 @@ from support.cifar_unet import (
     smoke_unet_config,
 )
 from support.laplace import hessian_vector_product
-from support.monge_metric import SummedLoss, geodesic_acceleration, gradient_and_hvp
+from support.monge_metric import SummedLoss, geodesic_acceleration, gradient_and_hvp, loss_gradient
 from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention
 
 
 def test_the_paper_architecture_has_the_published_size():
     unet = UNet2DModel(**ddpm_cifar10_config())
     assert sum(p.numel() for p in unet.parameters()) == 35_746_307
     assert sum(p.numel() for p in unet.conv_in.parameters()) == 3_584
+    # google/ddpm-cifar10-32's config has attention_head_dim null: one head over all 256 channels, as in
+    # Ho et al.'s DDPM. diffusers' default (8) would give 32 heads with the same parameter count.
+    attentions = [m for m in unet.modules() if isinstance(m, Attention)]
+    assert [(m.heads, m.inner_dim) for m in attentions] == [(1, 256)] * 6
 
 
 def test_the_scheduler_is_the_linear_1000_step_ddpm_schedule():
@@ -81,6 +86,7 @@ def test_a_fixed_batch_needs_image_shaped_input():
 
 
 def test_micro_batches_give_the_same_loss_gradient_hvp_and_geodesic_acceleration():
+    """A SummedLoss of micro-batches against the whole batch (the oracle), in every function that splits it."""
     torch.manual_seed(0)
     unet = make_twice_differentiable(build_unet(smoke_unet_config()).double())
     generator = torch.Generator().manual_seed(3)
@@ -97,6 +103,7 @@ def test_micro_batches_give_the_same_loss_gradient_hvp_and_geodesic_acceleration
         # of 2, 2, 1 (CPU kernels, measured); gradients and HVPs then differ by up to 7e-9 of their size.
         return bool((got - want).abs().max() <= 1e-7 * want.abs().max())
 
+    assert close(loss_gradient(split, theta), grad(whole)(theta))
     for mode in ("forward", "reverse"):
         for got, want in zip(gradient_and_hvp(split, theta, v[0], mode), gradient_and_hvp(whole, theta, v[0], mode)):
             assert close(got, want)
