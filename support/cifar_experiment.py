@@ -3,7 +3,9 @@
 * :func:`draw_hessian_batches` fixes B batches of the training images with their noise and
   timesteps (App. D.3: the stochasticity comes from the batching only).
 * :func:`perturb_along_directions` follows one eigenvector of the batch Hessian both straight
-  (theta* + t v) and along the geodesic alpha(t) of the loss manifold (Figs. 6 and 7).
+  (theta* + t v) and along the geodesic alpha(t) of the loss manifold (Figs. 6 and 7), with the
+  loss, the curvature v^T H v along both paths and the geodesic's metric speed (constant along a
+  geodesic, so a check of the solve).
 * :func:`posterior_perturbations` draws S velocities v ~ N(0, H_+^-1) and returns, for every
   scale eta, the Euclidean weights theta* + eta v and the Riemannian weights Exp(eta v) (Fig. 13).
   Geodesics are reparametrisation invariant, Exp(eta v) = alpha_v(eta), so one solve per v
@@ -18,12 +20,13 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDPMScheduler
+from torch.func import vmap
 
 from .cifar_unet import FixedBatch, draw_fixed_batch
 from .geodesics import solve_geodesics
 from .laplace import LowRankLaplace
 from .memorisation import memorisation_ratio
-from .monge_metric import HvpMode, Loss
+from .monge_metric import HvpMode, Loss, gradient_and_hvp
 
 MEMORISATION_C = 1 / 3
 MEMORISATION_NEIGHBOURS = 10
@@ -53,12 +56,21 @@ class DirectionPaths:
     """[T, D, K] theta* + t v."""
     geodesic: torch.Tensor
     """[T, D, K] alpha(t) (NaN where the solve exceeded its budget)."""
+    geodesic_velocity: torch.Tensor
+    """[T, D, K] alpha'(t) (NaN likewise)."""
     converged: torch.Tensor
     """[D] whether each geodesic met its tolerance within the budget."""
     straight_loss: torch.Tensor
     """[T, D] batch loss along theta* + t v."""
     geodesic_loss: torch.Tensor
     """[T, D] batch loss along alpha(t)."""
+    straight_curvature: torch.Tensor
+    """[T, D] v^T H v at theta* + t v: the second derivative of the loss along the straight path."""
+    geodesic_curvature: torch.Tensor
+    """[T, D] alpha'^T H alpha' at alpha(t); eq (19) bends the geodesic downhill (along -grad L)
+    where it is positive and uphill where it is negative."""
+    geodesic_metric_speed: torch.Tensor
+    """[T, D] ||alpha'(t)||_G = sqrt(||alpha'||^2 + (grad L . alpha')^2) (App. B.2), constant along a geodesic."""
     seconds: float
 
 
@@ -70,17 +82,48 @@ def losses_along(loss: Loss, thetas: torch.Tensor) -> torch.Tensor:
     return torch.stack(values).reshape(thetas.shape[:-1])
 
 
+def slope_and_curvature(
+    loss: Loss, thetas: torch.Tensor, velocities: torch.Tensor, hvp: HvpMode = "forward", chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad L . v, v^T H v) at every row pair of ``thetas`` and ``velocities`` [..., K].
+
+    The first and second derivative of the loss along the line theta + s v at s = 0, from one
+    gradient-and-HVP pass per row, vmapped over ``chunk_size`` rows at a time (the memory of that
+    many HVPs).
+    """
+    if thetas.shape != velocities.shape:
+        raise ValueError(f"thetas and velocities must have the same shape, got {tuple(thetas.shape)} "
+                         f"and {tuple(velocities.shape)}")
+
+    def one(theta: torch.Tensor, velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gradient, hv = gradient_and_hvp(loss, theta, velocity, hvp)
+        return (gradient * velocity).sum(), (velocity * hv).sum()
+
+    flat_thetas, flat_velocities = thetas.reshape(-1, thetas.shape[-1]), velocities.reshape(-1, thetas.shape[-1])
+    size = chunk_size or len(flat_thetas)
+    parts = [vmap(one)(t, v) for t, v in zip(flat_thetas.split(size), flat_velocities.split(size))]
+    slope, curvature = (torch.cat([part[i] for part in parts]).reshape(thetas.shape[:-1]) for i in range(2))
+    return slope, curvature
+
+
 def perturb_along_directions(
-    loss: Loss, theta: torch.Tensor, velocities: torch.Tensor, times: torch.Tensor, **solver: object
+    loss: Loss, theta: torch.Tensor, velocities: torch.Tensor, times: torch.Tensor, hvp: HvpMode = "forward",
+    chunk_size: int | None = None, **solver: object
 ) -> DirectionPaths:
-    """theta* + t v and the geodesic alpha_v(t) of eq (19) for every row v of ``velocities``."""
+    """theta* + t v and the geodesic alpha_v(t) of eq (19) for every row v of ``velocities``, with
+    the loss and the curvature along both and the geodesic's metric speed (``hvp`` and
+    ``chunk_size`` serve the solve and these diagnostics alike)."""
     start = time.perf_counter()
-    solution = solve_geodesics(loss, theta, velocities, times=times, **solver)
+    solution = solve_geodesics(loss, theta, velocities, times=times, hvp=hvp, chunk_size=chunk_size, **solver)
     seconds = time.perf_counter() - start
     times = solution.times
     straight = theta + times[:, None, None] * velocities[None]
-    return DirectionPaths(times, velocities, straight, solution.position, solution.converged,
-                          losses_along(loss, straight), losses_along(loss, solution.position), seconds)
+    _, straight_curvature = slope_and_curvature(loss, straight, velocities.expand_as(straight), hvp, chunk_size)
+    slope, geodesic_curvature = slope_and_curvature(loss, solution.position, solution.velocity, hvp, chunk_size)
+    metric_speed = (solution.velocity.square().sum(-1) + slope.square()).sqrt()
+    return DirectionPaths(times, velocities, straight, solution.position, solution.velocity, solution.converged,
+                          losses_along(loss, straight), losses_along(loss, solution.position),
+                          straight_curvature, geodesic_curvature, metric_speed, seconds)
 
 
 def eigen_velocities(laplace: LowRankLaplace, length: float) -> tuple[torch.Tensor, dict[str, float]]:

@@ -10,7 +10,13 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from support.cifar_experiment import draw_hessian_batches, memorisation_of, posterior_perturbations
+from support.cifar_experiment import (
+    draw_hessian_batches,
+    memorisation_of,
+    perturb_along_directions,
+    posterior_perturbations,
+    slope_and_curvature,
+)
 from support.cifar_unet import ddpm_scheduler, make_twice_differentiable, smoke_unet_config
 from support.ddim import ddim_flow_step, ddim_sample, ddim_scheduler, ensemble_denoiser, generate_images
 from support.ddpm_training import TrainingPlan, train_ddpm
@@ -222,6 +228,34 @@ def test_posterior_perturbations_use_exp_of_eta_v_equals_the_geodesic_at_time_et
         assert torch.allclose(out.euclidean[e], theta + eta * out.v)
     with pytest.raises(ValueError, match="increasing"):
         posterior_perturbations(loss, theta, laplace, (1.0, 0.5), 2, torch.Generator())
+
+
+def test_direction_paths_curvature_matches_the_exact_hessian_and_the_metric_speed_is_constant():
+    loss = banana_loss()
+    theta = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    velocities = torch.tensor([[1.0, 0.5], [-0.4, 0.8]], dtype=torch.float64)
+    times = torch.linspace(0, 1, 5, dtype=torch.float64)
+    paths = perturb_along_directions(loss, theta, velocities, times, chunk_size=1, rtol=1e-10, atol=1e-12)
+    assert bool(paths.converged.all())
+    for t in range(len(times)):
+        for d in range(2):
+            for position, velocity, curvature in ((paths.straight[t, d], velocities[d], paths.straight_curvature[t, d]),
+                                                  (paths.geodesic[t, d], paths.geodesic_velocity[t, d],
+                                                   paths.geodesic_curvature[t, d])):
+                exact = velocity @ torch.func.hessian(loss)(position) @ velocity
+                assert curvature.item() == pytest.approx(exact.item(), rel=1e-10, abs=1e-12)
+    # ||alpha'||_G is constant along a geodesic (App. B.2), and not along the straight line
+    speed = paths.geodesic_metric_speed
+    assert float((speed / speed[0] - 1).abs().max()) < 1e-7
+    straight_speed = (velocities.square().sum(-1) + torch.stack(
+        [torch.func.grad(loss)(p) @ v for p, v in zip(paths.straight[-1], velocities)]).square()).sqrt()
+    assert float((straight_speed / speed[0] - 1).abs().max()) > 1e-3
+    # "the Riemannian path favours low-loss regions" is no theorem: along the second direction the
+    # curvature turns negative, eq (19) bends the geodesic uphill and its loss ends above the straight path's
+    assert paths.geodesic_curvature[1, 1] < 0 < paths.geodesic_curvature[0, 1]
+    assert paths.geodesic_loss[-1, 1] > 1.1 * paths.straight_loss[-1, 1]
+    with pytest.raises(ValueError, match="same shape"):
+        slope_and_curvature(loss, paths.straight, velocities)
 
 
 def test_memorisation_of_copies_is_one_and_of_noise_is_zero():
