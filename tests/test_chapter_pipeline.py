@@ -56,3 +56,12 @@ def test_a_failing_hidden_assert_fails_the_suite(run_chapters):
 def test_plain_markdown_is_not_collected(run_chapters):
     result = run_chapters(page="# Just text\n\nNo front matter, no kernel.\n")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_markdown_outputs_render_as_myst_so_result_tables_are_tables():
+    """Chapters show their results with display(Markdown(markdown_table(...))). myst-nb renders such
+    outputs as CommonMark by default, which has no tables: every table came out as a paragraph of pipes."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["sphinx"]["config"]["nb_render_markdown_format"] == "myst"
