@@ -28,9 +28,9 @@ test: $(STAMP)
 # profile switch would otherwise reuse stale outputs. Sphinx also skips unchanged pages, so a
 # change in support/ (or pyproject.toml) wipes the profile's build and executes every chapter again.
 book: $(STAMP)
-	@profile=$$($(PY) -c "from support.profiles import get_profile; print(get_profile().name)"); \
+	@profile=$$($(PY) -c "from support.infra.profiles import get_profile; print(get_profile().name)"); \
 	out=_build/$$profile; \
-	stamp=$$(cat pyproject.toml support/*.py | sha256sum | cut -c1-16); \
+	stamp=$$(cat pyproject.toml $$(find support -name '*.py' | sort) | sha256sum | cut -c1-16); \
 	if [ -f $$out/.support-hash ] && [ "$$(cat $$out/.support-hash)" != "$$stamp" ]; then \
 		echo "support/ changed since the last $$profile build: rebuilding it from scratch"; \
 		rm -rf $$out/_build; \

@@ -23,9 +23,9 @@ from collections.abc import Callable
 
 import torch
 
-from support.cifar_unet import build_unet, ddpm_scheduler, draw_fixed_batch, fixed_batch_loss, unet_config
-from support.laplace import hessian_vector_product
-from support.monge_metric import SummedLoss, geodesic_acceleration, gradient_and_hvp, loss_gradient
+from support.core.laplace import hessian_vector_product
+from support.core.monge_metric import SummedLoss, geodesic_acceleration, gradient_and_hvp, loss_gradient
+from support.models.cifar_unet import build_unet, ddpm_scheduler, draw_fixed_batch, fixed_batch_loss, unet_config
 
 
 def seconds(function: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -45,18 +45,24 @@ from pathlib import Path
 
 import torch
 
-from support.cifar_experiment import draw_hessian_batches, memorisation_of
-from support.cifar_unet import build_unet, ddpm_scheduler, fixed_batch_loss, make_twice_differentiable, unet_config
-from support.ddim import ddim_sample, ddim_scheduler, generate_images
-from support.ddpm_training import TrainingPlan, train_ddpm
-from support.frechet import frechet_distance, pixel_features
-from support.image_data import held_out_images, load_images, random_subset
-from support.lanczos import lanczos
-from support.laplace import hessian_vector_product, lanczos_laplace
-from support.monge_metric import geodesic_acceleration, loss_gradient
-from support.profiles import get_profile
-from support.reproducibility import seed_everything
-from support.results import atomic_write_text, run_metadata
+from support.core.lanczos import lanczos
+from support.core.laplace import hessian_vector_product, lanczos_laplace
+from support.core.monge_metric import geodesic_acceleration, loss_gradient
+from support.data.image_data import held_out_images, load_images, random_subset
+from support.evaluation.frechet import frechet_distance, pixel_features
+from support.experiments.cifar_experiment import draw_hessian_batches, memorisation_of
+from support.infra.profiles import get_profile
+from support.infra.reproducibility import seed_everything
+from support.infra.results import atomic_write_text, run_metadata
+from support.models.cifar_unet import (
+    build_unet,
+    ddpm_scheduler,
+    fixed_batch_loss,
+    make_twice_differentiable,
+    unet_config,
+)
+from support.models.ddim import ddim_sample, ddim_scheduler, generate_images
+from support.models.ddpm_training import TrainingPlan, train_ddpm
 
 PAPER_UNET_PARAMETERS = 35_746_307
 PAPER_CONV_IN = 3_584

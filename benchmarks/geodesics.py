@@ -17,12 +17,12 @@ import torch
 from torch.func import grad
 from torch.utils.benchmark import Timer
 
-from support.geodesics import solve_geodesics
-from support.monge_metric import geodesic_acceleration
-from support.profiles import get_profile
-from support.flow_matching import flow_matching_loss
-from support.parameters import parameter_loss
-from support.toy_1d import fit_memorising_flow_1d, small_network_loss
+from support.core.geodesics import solve_geodesics
+from support.core.monge_metric import geodesic_acceleration
+from support.core.parameters import parameter_loss
+from support.experiments.toy_1d import fit_memorising_flow_1d, small_network_loss
+from support.infra.profiles import get_profile
+from support.models.flow_matching import flow_matching_loss
 
 
 def batched_vs_loop(samples: int, loop_samples: int, hvp: str, generator: torch.Generator) -> None:

@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from support.ensembles import generate_ensemble
-from support.flow_matching import VelocityMLP, generate
-from support.lanczos import lanczos
-from support.parameters import flatten, functional_forward, select_parameters
+from support.core.lanczos import lanczos
+from support.core.parameters import flatten, functional_forward, select_parameters
+from support.models.ensembles import generate_ensemble
+from support.models.flow_matching import VelocityMLP, generate
 
 
 def bench_lanczos(dim: int, k: int, device: torch.device) -> None:

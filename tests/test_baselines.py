@@ -4,10 +4,10 @@ import pytest
 import torch
 from scipy.spatial import Delaunay
 
-from support.baselines import bandwidth_rule, closed_form_samples, inertial_samples, kde_samples, tweedie_step
-from support.flow_matching import closed_form_velocity, generate
-from support.toy_2d import memorised_points_2d
-from support.toy_data import gmm_1d, gmm_2d
+from support.data.toy_data import gmm_1d, gmm_2d
+from support.experiments.toy_2d import memorised_points_2d
+from support.models.baselines import bandwidth_rule, closed_form_samples, inertial_samples, kde_samples, tweedie_step
+from support.models.flow_matching import closed_form_velocity, generate
 
 torch.set_default_dtype(torch.float64)
 
@@ -73,7 +73,7 @@ def test_bandwidth_rule_and_kde_samples():
 def test_scott_bandwidth_matches_scipy_in_one_dimension():
     from scipy.stats import gaussian_kde
 
-    from support.baselines import scott_bandwidth
+    from support.models.baselines import scott_bandwidth
 
     train = torch.randn(50, 1, generator=torch.Generator().manual_seed(4))
     scipy_h = float(gaussian_kde(train.flatten().numpy()).covariance[0, 0] ** 0.5)

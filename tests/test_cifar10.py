@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from support import cifar10
-from support.cifar10 import CIFAR10Corrupt, CIFAR10Missing, load_cifar10, md5_of
-from support.image_data import random_subset
+from support.data import cifar10
+from support.data.cifar10 import CIFAR10Corrupt, CIFAR10Missing, load_cifar10, md5_of
+from support.data.image_data import random_subset
 
 PER_BATCH = 3
 

@@ -10,22 +10,23 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from support.cifar_experiment import (
+from support.core.geodesics import solve_geodesics
+from support.core.laplace import exact_laplace, hessian_vector_product
+from support.core.parameters import flatten, select_parameters
+from support.data.image_data import held_out_images, load_digits_stand_in, random_subset
+from support.data.image_set import ImageSet
+from support.evaluation.frechet import frechet_distance, pixel_features
+from support.experiments.cifar_experiment import (
     draw_hessian_batches,
     memorisation_of,
     perturb_along_directions,
     posterior_perturbations,
     slope_and_curvature,
 )
-from support.cifar_unet import ddpm_scheduler, make_twice_differentiable, smoke_unet_config
-from support.ddim import ddim_flow_step, ddim_sample, ddim_scheduler, ensemble_denoiser, generate_images
-from support.ddpm_training import TrainingPlan, train_ddpm
-from support.frechet import frechet_distance, pixel_features
-from support.geodesics import solve_geodesics
-from support.image_data import ImageSet, held_out_images, load_digits_stand_in, random_subset
-from support.laplace import exact_laplace, hessian_vector_product
-from support.parameters import flatten, select_parameters
-from support.toy_losses import banana_loss
+from support.experiments.toy_losses import banana_loss
+from support.models.cifar_unet import ddpm_scheduler, make_twice_differentiable, smoke_unet_config
+from support.models.ddim import ddim_flow_step, ddim_sample, ddim_scheduler, ensemble_denoiser, generate_images
+from support.models.ddpm_training import TrainingPlan, train_ddpm
 
 TINY = {**smoke_unet_config(), "sample_size": 8}
 

@@ -2,9 +2,13 @@
 
 import pytest
 import torch
+from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention
 from torch.func import grad, jvp, vjp
 
-from support.cifar_unet import (
+from support.core.laplace import hessian_vector_product
+from support.core.monge_metric import SummedLoss, geodesic_acceleration, gradient_and_hvp, loss_gradient
+from support.models.cifar_unet import (
     build_unet,
     ddpm_cifar10_config,
     ddpm_scheduler,
@@ -13,10 +17,6 @@ from support.cifar_unet import (
     make_twice_differentiable,
     smoke_unet_config,
 )
-from support.laplace import hessian_vector_product
-from support.monge_metric import SummedLoss, geodesic_acceleration, gradient_and_hvp, loss_gradient
-from diffusers import UNet2DModel
-from diffusers.models.attention_processor import Attention
 
 
 def test_the_paper_architecture_has_the_published_size():

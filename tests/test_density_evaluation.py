@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from support.density_evaluation import evaluate_predictive_density
-from support.flow_matching import VelocityMLP
-from support.parameters import flatten, select_parameters
-from support.quadrature import gaussian_smoothing
+from support.core.parameters import flatten, select_parameters
+from support.evaluation.density_evaluation import evaluate_predictive_density
+from support.evaluation.quadrature import gaussian_smoothing
+from support.models.flow_matching import VelocityMLP
 
 torch.set_default_dtype(torch.float64)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from support.divergences import (
+from support.data.toy_data import IsotropicGMM
+from support.evaluation.divergences import (
     MAX_LOO_POINTS,
     kde,
     kl_target_to_kde,
@@ -15,7 +16,6 @@ from support.divergences import (
     wasserstein_1,
     wasserstein_1d,
 )
-from support.toy_data import IsotropicGMM
 
 torch.set_default_dtype(torch.float64)
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from support.endpoint_sensitivity import endpoint_map, monte_carlo_moments, taylor_moments
-from support.flow_matching import generate
-from support.laplace import LowRankLaplace
-from support.parameters import flatten, select_parameters
+from support.core.laplace import LowRankLaplace
+from support.core.parameters import flatten, select_parameters
+from support.evaluation.endpoint_sensitivity import endpoint_map, monte_carlo_moments, taylor_moments
+from support.models.flow_matching import generate
 
 torch.set_default_dtype(torch.float64)
 

@@ -5,21 +5,21 @@ from dataclasses import replace
 import pytest
 import torch
 
-from support.experiment_ensembles import (
+from support.core.parameters import functional_forward
+from support.data.toy_data import gmm_2d
+from support.experiments.experiment_ensembles import (
     draw_experiment_2d,
     experiment_1d_samples,
     fit_to_target_1d,
     full_covariance_ensembles_2d,
     posterior_ensembles_1d,
 )
-from support.flow_matching import generate
-from support.memorising_flow import flow_laplace
-from support.parameters import functional_forward
-from support.profiles import get_profile
-from support.reproducibility import seed_everything
-from support.toy_1d import fit_memorising_flow_1d
-from support.toy_2d import fit_memorising_flow_2d
-from support.toy_data import gmm_2d
+from support.experiments.memorising_flow import flow_laplace
+from support.experiments.toy_1d import fit_memorising_flow_1d
+from support.experiments.toy_2d import fit_memorising_flow_2d
+from support.infra.profiles import get_profile
+from support.infra.reproducibility import seed_everything
+from support.models.flow_matching import generate
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""Flow matching (support.flow_matching) against closed forms and independent computations."""
+"""Flow matching (support.models.flow_matching) against closed forms and independent computations."""
 
 import math
 
 import pytest
 import torch
 
-from support.flow_matching import (
+from support.models.flow_matching import (
     VelocityMLP,
     closed_form_velocity,
     conditional_path,

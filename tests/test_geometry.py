@@ -7,9 +7,15 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from support.christoffel import christoffel_symbols, geodesic_acceleration_from_christoffel, monge_metric_fn
-from support.geodesics import GeodesicError, euler_curve_approximation, exp_map, exp_map_along_line, solve_geodesics
-from support.monge_metric import (
+from support.core.christoffel import christoffel_symbols, geodesic_acceleration_from_christoffel, monge_metric_fn
+from support.core.geodesics import (
+    GeodesicError,
+    euler_curve_approximation,
+    exp_map,
+    exp_map_along_line,
+    solve_geodesics,
+)
+from support.core.monge_metric import (
     geodesic_acceleration,
     gradient_and_hvp,
     inverse_metric_vector_product,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from support.lanczos import lanczos
+from support.core.lanczos import lanczos
 
 torch.set_default_dtype(torch.float64)
 

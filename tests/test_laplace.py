@@ -1,13 +1,11 @@
-"""Laplace approximations (support.laplace) and posterior ensembles (support.ensembles)."""
+"""Laplace approximations (support.core.laplace) and posterior ensembles (support.models.ensembles)."""
 
 import pytest
 import torch
 from torch.func import hessian
 
-from support.ensembles import ensemble_velocity, generate_ensemble
-from support.flow_matching import VelocityMLP, deterministic_dataset, fixed_batches, flow_matching_loss, generate
-from support.geodesics import exp_map
-from support.laplace import (
+from support.core.geodesics import exp_map
+from support.core.laplace import (
     euclidean_samples,
     exact_hessian,
     exact_laplace,
@@ -17,7 +15,9 @@ from support.laplace import (
     positive_part,
     riemannian_samples,
 )
-from support.parameters import parameter_loss, select_parameters
+from support.core.parameters import parameter_loss, select_parameters
+from support.models.ensembles import ensemble_velocity, generate_ensemble
+from support.models.flow_matching import VelocityMLP, deterministic_dataset, fixed_batches, flow_matching_loss, generate
 
 torch.set_default_dtype(torch.float64)
 

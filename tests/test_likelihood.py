@@ -5,15 +5,15 @@ import math
 import pytest
 import torch
 
-from support.flow_matching import VelocityMLP
-from support.likelihood import (
+from support.core.parameters import flatten, select_parameters
+from support.models.flow_matching import VelocityMLP
+from support.models.likelihood import (
     ensemble_log_likelihoods,
     flow_log_likelihood,
     generative_uncertainty,
     posterior_predictive_log_density,
     velocity_and_divergence,
 )
-from support.parameters import flatten, select_parameters
 
 torch.set_default_dtype(torch.float64)
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from support import memorisation
-from support.memorisation import is_memorised, memorisation_ratio, memorised_interval, neighbour_distances
+from support.evaluation import memorisation
+from support.evaluation.memorisation import is_memorised, memorisation_ratio, memorised_interval, neighbour_distances
 
 torch.set_default_dtype(torch.float64)
 
@@ -102,7 +102,7 @@ def test_memorised_interval_matches_a_dense_classification(c):
 
 
 def test_theorem_4_1_window_matches_definition_2_1_by_brute_force():
-    from support.memorisation import theorem_4_1_window
+    from support.evaluation.memorisation import theorem_4_1_window
 
     c, L = 0.2, 2.0
     train = torch.tensor([[0.0], [L]])
@@ -117,7 +117,7 @@ def test_theorem_4_1_window_matches_definition_2_1_by_brute_force():
 
 
 def test_theorem_4_1_window_rejects_bad_input():
-    from support.memorisation import theorem_4_1_window
+    from support.evaluation.memorisation import theorem_4_1_window
 
     with pytest.raises(ValueError, match="d1 <= d2"):
         theorem_4_1_window(2.0, 1.0, 0.3)
@@ -126,7 +126,7 @@ def test_theorem_4_1_window_rejects_bad_input():
 
 
 def test_copy_fraction_counts_points_within_the_tolerance_of_a_training_point():
-    from support.memorisation import copy_fraction
+    from support.evaluation.memorisation import copy_fraction
 
     train = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
     generated = torch.tensor([[3.0, 4.0], [1e-7, 0.0], [0.0, 2e-6], [1.5, 2.0]])

@@ -12,9 +12,9 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from support.paper_artefacts import export_paper_results, load_paper_results, main  # noqa: E402
-from support.profiles import get_profile  # noqa: E402
-from support.results import save_figure, write_results  # noqa: E402
+from support.infra.paper_artefacts import export_paper_results, load_paper_results, main  # noqa: E402
+from support.infra.profiles import get_profile  # noqa: E402
+from support.infra.results import save_figure, write_results  # noqa: E402
 
 
 def paper_run(build: Path, monkeypatch: pytest.MonkeyPatch, figures: tuple[str, ...] = ("fig12", "fig13")) -> Path:

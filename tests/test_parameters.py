@@ -1,11 +1,11 @@
-"""Flat-parameter losses (support.parameters): same loss and gradient as the module itself."""
+"""Flat-parameter losses (support.core.parameters): same loss and gradient as the module itself."""
 
 import pytest
 import torch
 from torch.func import grad
 
-from support.flow_matching import VelocityMLP, deterministic_dataset, flow_matching_loss
-from support.parameters import parameter_loss, select_parameters
+from support.core.parameters import parameter_loss, select_parameters
+from support.models.flow_matching import VelocityMLP, deterministic_dataset, flow_matching_loss
 
 torch.set_default_dtype(torch.float64)
 

@@ -6,9 +6,9 @@ import torch
 
 matplotlib.use("Agg")
 
-from support.plotting import METHOD_COLORS, METHOD_LABELS, method_color, use_book_style  # noqa: E402
-from support.profiles import PROFILE_NAMES, default_profile_name, get_profile  # noqa: E402
-from support.reproducibility import seed_everything  # noqa: E402
+from support.infra.plotting import METHOD_COLORS, METHOD_LABELS, method_color, use_book_style  # noqa: E402
+from support.infra.profiles import PROFILE_NAMES, default_profile_name, get_profile  # noqa: E402
+from support.infra.reproducibility import seed_everything  # noqa: E402
 
 
 def test_default_profile_follows_cuda(monkeypatch):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from support.quadrature import adaptive_quadrature, gaussian_smoothing
+from support.evaluation.quadrature import adaptive_quadrature, gaussian_smoothing
 
 torch.set_default_dtype(torch.float64)
 

@@ -6,12 +6,12 @@ import warnings
 import pytest
 import torch
 
-from support.ensembles import ensemble_field_std, ensemble_velocity
-from support.flow_matching import VelocityMLP
-from support.geodesics import solve_geodesics
-from support.parameters import flatten, select_parameters
-from support.profiles import get_profile
-from support.results import atomic_torch_save, markdown_table, read_matching_results, write_results
+from support.core.geodesics import solve_geodesics
+from support.core.parameters import flatten, select_parameters
+from support.infra.profiles import get_profile
+from support.infra.results import atomic_torch_save, markdown_table, read_matching_results, write_results
+from support.models.ensembles import ensemble_field_std, ensemble_velocity
+from support.models.flow_matching import VelocityMLP
 
 torch.set_default_dtype(torch.float64)
 

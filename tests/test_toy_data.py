@@ -1,13 +1,13 @@
-"""Gaussian-mixture targets (support.toy_data) against scipy."""
+"""Gaussian-mixture targets (support.data.toy_data) against scipy."""
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from support.divergences import wasserstein_1
-from support.toy_2d import MEMORISED_RADIUS, memorised_points_2d
-from support.toy_data import IsotropicGMM, gmm_1d, gmm_2d
+from support.data.toy_data import IsotropicGMM, gmm_1d, gmm_2d
+from support.evaluation.divergences import wasserstein_1
+from support.experiments.toy_2d import MEMORISED_RADIUS, memorised_points_2d
 
 
 def test_1d_target_of_section_5_1():

@@ -21,16 +21,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .divergences import RepeatedEstimate, repeated_kl, wasserstein_1d
-from .ensembles import ensemble_field, generate_ensemble
-from .flow_matching import generate
-from .geodesics import GeodesicSolution, solve_geodesics
-from .laplace import euclidean_samples
+from ..core.geodesics import GeodesicSolution, solve_geodesics
+from ..core.laplace import euclidean_samples
+from ..core.parameters import ParameterLayout
+from ..data.toy_data import IsotropicGMM
+from ..evaluation.divergences import RepeatedEstimate, repeated_kl, wasserstein_1d
+from ..infra.profiles import Experiment1DSizes, Experiment2DSizes, Profile
+from ..infra.results import checkpoint_dir
+from ..models.ensembles import ensemble_field, generate_ensemble
+from ..models.flow_matching import generate
 from .memorising_flow import FlowLaplace, MemorisingFlow
-from .parameters import ParameterLayout
-from .profiles import Experiment1DSizes, Experiment2DSizes, Profile
-from .results import checkpoint_dir
-from .toy_data import IsotropicGMM
 
 GEODESIC_BUDGET = 20_000
 """Right-hand-side evaluations per batch of geodesics before a curve is filtered (App. D.3.1)."""

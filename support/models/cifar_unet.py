@@ -27,8 +27,8 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.models.attention_processor import AttnProcessor
 from torch import nn
 
-from .monge_metric import SummedLoss
-from .parameters import ParameterLayout, flatten, functional_forward, select_parameters
+from ..core.monge_metric import SummedLoss
+from ..core.parameters import ParameterLayout, flatten, functional_forward, select_parameters
 
 BAYESIAN_LAYERS = ("conv_in",)
 """App. D: only the first convolution is treated Bayesianly."""

@@ -21,9 +21,9 @@ import math
 
 import torch
 
+from ..data.toy_data import IsotropicGMM, gmm_2d
+from ..infra.profiles import Profile
 from .memorising_flow import MemorisingFlow, train_memorising_flow
-from .profiles import Profile
-from .toy_data import IsotropicGMM, gmm_2d
 
 MEMORISED_RADIUS = 0.655
 """Distance of every memorised point P_i from its nearest mean (see the module docstring)."""

@@ -10,7 +10,7 @@ Where the data are looked for, in order: the ``root`` argument, ``$CIFAR10_ROOT`
 hold the archive itself (checked against its published MD5 before use) or the extracted
 ``cifar-10-batches-py`` folder (checked for shape and labels; the archive's checksum cannot
 cover it). Nothing is downloaded unless :func:`download_cifar10` is called (or
-``python -m support.cifar10 --download``). The pickles are read with a restricted unpickler
+``python -m support.data.cifar10 --download``). The pickles are read with a restricted unpickler
 that only rebuilds numpy arrays, so a tampered file cannot run code.
 """
 
@@ -29,8 +29,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .image_data import IMAGE_SHAPE, ImageSet
-from .results import atomic_write
+from ..infra.results import atomic_write
+from .image_set import IMAGE_SHAPE, ImageSet
 
 ENV_VAR = "CIFAR10_ROOT"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -100,7 +100,7 @@ def _missing_message(root: Path) -> str:
     return (
         f"CIFAR-10 not found in {root}. Put the official python archive '{ARCHIVE_NAME}' (from {URL}) or its "
         f"extracted '{FOLDER}' folder there, or point ${ENV_VAR} at the folder that holds it. To download it "
-        f"(about 163 MB) run:  python -m support.cifar10 --download  (or call support.cifar10.download_cifar10()). "
+        f"(about 163 MB) run:  python -m support.data.cifar10 --download  (or call support.data.cifar10.download_cifar10()). "
         f"Without it, the CIFAR-10 chapter runs its smoke profile on bundled stand-in images."
     )
 

@@ -36,8 +36,8 @@ import torch
 from torchdiffeq import odeint
 from tqdm import tqdm
 
+from ..infra.results import atomic_torch_save, load_checkpoint
 from .monge_metric import HvpMode, Loss, geodesic_acceleration
-from .results import atomic_torch_save, load_checkpoint
 
 Method = Literal["dopri5", "euler", "rk4"]
 CHECKPOINT_EVERY_SECONDS = 60.0

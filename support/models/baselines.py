@@ -1,7 +1,7 @@
 """Training-free generators built from the training set alone (baselines for the Laplace ensembles).
 
 * **Closed-form flow matching.** The minimiser u* of eq (3) for a finite training set (Bertrand
-  et al., 2025; :func:`support.flow_matching.closed_form_velocity`). With K uniform Euler steps
+  et al., 2025; :func:`support.models.flow_matching.closed_form_velocity`). With K uniform Euler steps
   the last step, from t = 1 - 1/K, returns x + (1/K) u*(x, t) = sum_i lambda_i y_i: a convex
   combination of training points with softmax weights so peaked that it *is* a training point.
   It memorises perfectly.

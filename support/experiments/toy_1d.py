@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import torch
 
-from .flow_matching import flow_matching_loss
+from ..core.parameters import parameter_loss
+from ..data.toy_data import gmm_1d
+from ..infra.profiles import Profile
+from ..models.flow_matching import flow_matching_loss
 from .memorising_flow import MemorisingFlow, train_memorising_flow
-from .parameters import parameter_loss
-from .profiles import Profile
-from .toy_data import gmm_1d
 
 
 def fit_memorising_flow_1d(profile: Profile, generator: torch.Generator, progress: bool = True) -> MemorisingFlow:

@@ -2,10 +2,10 @@
 
 The paper profile of chapter 12 needs a GPU and the CIFAR-10 archive, so the book built in CI
 (smoke profile, CPU) cannot produce its numbers live. A paper-profile run writes its results file
-and figures under ``_build/paper/results/`` (:func:`support.results.write_results`,
-:func:`support.results.save_figure`); ::
+and figures under ``_build/paper/results/`` (:func:`support.infra.results.write_results`,
+:func:`support.infra.results.save_figure`); ::
 
-    python -m support.paper_artefacts cifar10
+    python -m support.infra.paper_artefacts cifar10
 
 copies them into ``book/paper_results/`` after checking that they come from a paper-profile run
 with a known commit, and the chapter shows them, with their date, device and commit, beside the

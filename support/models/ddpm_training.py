@@ -13,7 +13,7 @@ as theta*. Here:
   weights keeps a checkpoint from being resumed by a different run (it is then ignored and
   overwritten, with a warning).
 * **Selection** calls ``score(unet)`` at every checkpoint; lower is better (FID, or the book's
-  pixel-feature Fréchet fallback, :mod:`support.frechet`). Without ``score`` the last one wins.
+  pixel-feature Fréchet fallback, :mod:`support.evaluation.frechet`). Without ``score`` the last one wins.
 * **Speed on a GPU**: bf16 autocast (``mixed_precision``) and ``torch.compile`` (``compile``)
   apply on any device when the plan asks for them (the paper profile asks on CUDA only; the
   tests run both on a CPU); TF32 matrix products are switched on for CUDA training only and
@@ -34,8 +34,8 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from tqdm import tqdm
 
+from ..infra.results import atomic_torch_save, load_checkpoint
 from .cifar_unet import ddpm_loss, draw_fixed_batch
-from .results import atomic_torch_save, load_checkpoint
 
 Score = Callable[[UNet2DModel], float]
 RUN_INPUTS = "training plan, images, architecture or initial weights"

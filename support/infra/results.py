@@ -25,7 +25,7 @@ import torch
 from .profiles import Profile
 
 BUILD_DIR_ENV_VAR = "BOOK_BUILD_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_dir(profile: Profile) -> Path:
@@ -127,7 +127,7 @@ def write_results(name: str, results: Mapping[str, Any], profile: Profile) -> Pa
 def save_figure(fig: Any, name: str, figure: str, profile: Profile) -> Path:
     """Save a matplotlib ``fig`` as ``results/<name>/<figure>.png`` (atomically); returns the path.
 
-    These PNGs are what ``python -m support.paper_artefacts <name>`` commits from a paper-profile run.
+    These PNGs are what ``python -m support.infra.paper_artefacts <name>`` commits from a paper-profile run.
     """
     path = results_dir(profile) / name / f"{figure}.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

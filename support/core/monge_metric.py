@@ -57,7 +57,7 @@ class SummedLoss:
 
     A batch loss that is a mean over B examples is the weighted sum of the means over
     micro-batches (weights n_j / B), so its gradient and Hessian-vector products are the same
-    weighted sums. :func:`gradient_and_hvp` and :func:`support.laplace.hessian_vector_product`
+    weighted sums. :func:`gradient_and_hvp` and :func:`support.core.laplace.hessian_vector_product`
     differentiate one part at a time, so peak memory is that of one micro-batch instead of the
     whole batch (on a CPU the App. D.3 batch of 64 images through the full U-Net holds 13 GB for
     a cached reverse-mode HVP and 22.5 GB for a forward-mode one; parts of 16 hold 4-7 GB, and

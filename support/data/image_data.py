@@ -1,7 +1,7 @@
 """Image sets for the CIFAR-10 chapter: the real CIFAR-10 subset, or bundled stand-in images.
 
 App. D trains on N = 1000 random CIFAR-10 training images scaled to [-1, 1]. CIFAR-10 is not
-bundled with any package and this book never downloads it unasked (see :mod:`support.cifar10`),
+bundled with any package and this book never downloads it unasked (see :mod:`support.data.cifar10`),
 so the smoke profile uses a stand-in that ships inside an installed package:
 
 **scikit-learn's handwritten digits** (``sklearn.datasets.load_digits``; 1,797 real 8 x 8 scans
@@ -15,34 +15,15 @@ so they have CIFAR-10's shape [3, 32, 32] and go through exactly the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-IMAGE_SHAPE = (3, 32, 32)
+from .cifar10 import load_cifar10
+from .image_set import IMAGE_SHAPE, ImageSet
+
 ImageSource = Literal["cifar10", "digits"]
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images uint8 [N, 3, 32, 32] and labels int64 [N], with where they came from."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    source: Path | str
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"images must be uint8 [N, 3, 32, 32], got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.shape != self.images.shape[:1]:
-            raise ValueError(f"need one label per image, got {tuple(self.labels.shape)} for {len(self.images)} images")
-
-    def scaled(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The images in [-1, 1], as the DDPM of App. D is trained on."""
-        return self.images.to(dtype) / 127.5 - 1.0
 
 
 def random_subset(data: ImageSet, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,14 +46,12 @@ def load_digits_stand_in() -> ImageSet:
 
 
 def load_images(source: ImageSource, split: Literal["train", "test"] = "train") -> ImageSet:
-    """The chapter's image set: ``cifar10`` (local archive, see :mod:`support.cifar10`) or ``digits``.
+    """The chapter's image set: ``cifar10`` (local archive, see :mod:`support.data.cifar10`) or ``digits``.
 
     The digits have no official split; ``test`` returns the same set (held-out images are drawn
     from what the training subset leaves over, see :func:`held_out`).
     """
     if source == "cifar10":
-        from .cifar10 import load_cifar10
-
         return load_cifar10(split=split)
     if source == "digits":
         return load_digits_stand_in()

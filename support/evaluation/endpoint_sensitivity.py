@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.func import jacrev, jvp, vmap
 
-from .laplace import LowRankLaplace
-from .parameters import ParameterLayout, functional_forward
+from ..core.laplace import LowRankLaplace
+from ..core.parameters import ParameterLayout, functional_forward
 
 EndpointMap = Callable[[torch.Tensor], torch.Tensor]
 

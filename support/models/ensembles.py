@@ -1,6 +1,6 @@
 """Posterior ensembles: S parameter samples of one network evaluated at once (vmap, no Python loop).
 
-Given a model, a :class:`~support.parameters.ParameterLayout` and stacked flat parameters
+Given a model, a :class:`~support.core.parameters.ParameterLayout` and stacked flat parameters
 thetas [S, K], the ensemble's velocity fields are evaluated with ``torch.func.vmap`` over
 ``functional_call``, and generation (eq 2) solves one ODE whose state holds the particles of many
 models at once. This is how the N x S generated points of eq (35)-(36) are produced.
@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.func import vmap
 
+from ..core.parameters import ParameterLayout, functional_forward
 from .flow_matching import VelocityField, generate
-from .parameters import ParameterLayout, functional_forward
 
 
 def ensemble_field(model: nn.Module, layout: ParameterLayout, thetas: torch.Tensor) -> VelocityField:
@@ -60,7 +60,7 @@ def generate_ensemble(
     one batched solve of eq (2) (``None``: all S models in one solve). On a CPU the step is
     memory-bound, and ~16k particles per solve measured fastest (``benchmarks/laplace.py``); on a
     GPU a larger value (or ``None``) is better. ``generate_options`` are those of
-    :func:`support.flow_matching.generate`.
+    :func:`support.models.flow_matching.generate`.
     """
     if x0.ndim != 2:
         raise ValueError(f"x0 must have shape [N, D], got {tuple(x0.shape)}")

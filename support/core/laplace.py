@@ -136,7 +136,7 @@ def hessian_vector_product(loss: Loss, theta: torch.Tensor, mode: HvpMode = "for
     product. ``mode="reverse"``: the gradient's graph is built once, ``vjp(grad(L))``, and every
     product is one more backward pass through it (H is symmetric, so v^T H = (H v)^T). For a
     fixed theta with many products (Lanczos) the reverse mode skips the repeated forward pass at
-    the price of keeping the graph in memory. A :class:`~support.monge_metric.SummedLoss` keeps
+    the price of keeping the graph in memory. A :class:`~support.core.monge_metric.SummedLoss` keeps
     no graph: every product differentiates its parts one at a time (the memory of one part).
     """
     if mode not in ("forward", "reverse"):

@@ -34,7 +34,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch.func import vmap
 from tqdm import tqdm
 
-from .parameters import ParameterLayout, functional_forward
+from ..core.parameters import ParameterLayout, functional_forward
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t [..., 3, H, W], t) -> predicted noise eps_theta(x_t, t) of the same shape."""

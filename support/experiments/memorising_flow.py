@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .flow_matching import (
+from ..core.laplace import LowRankLaplace, exact_hessian, positive_part
+from ..core.parameters import ParameterLayout, parameter_loss
+from ..data.toy_data import IsotropicGMM
+from ..models.flow_matching import (
     FlowMatchingDataset,
     VelocityMLP,
     deterministic_dataset,
     flow_matching_loss,
     train_velocity_field,
 )
-from .laplace import LowRankLaplace, exact_hessian, positive_part
-from .parameters import ParameterLayout, parameter_loss
-from .toy_data import IsotropicGMM
 
 RELATIVE_EIGENVALUE_FLOOR = 1e-3
 """The book's positive part for the toy networks: keep eigenpairs above 1e-3 of the largest

@@ -4,7 +4,7 @@
 
 and the general geodesic equation (14): alpha''_k = - sum_ij alpha'_i alpha'_j Gamma^k_ij.
 This forms K x K x K tensors and is meant for small K: it is the independent check on the
-specialised, matrix-free eq (19) in :mod:`support.monge_metric`.
+specialised, matrix-free eq (19) in :mod:`support.core.monge_metric`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ weights file that runtime code must not download, so the book's **documented fal
 same distance on weight-free features: :func:`pixel_features` average-pools each image to
 8 x 8 x 3 = 192 numbers (colour layout and coarse shape, no texture). It is compared against
 held-out real images. A user with FID at hand passes their own ``score`` to the trainer
-(:func:`support.ddpm_training.train_ddpm`).
+(:func:`support.models.ddpm_training.train_ddpm`).
 """
 
 from __future__ import annotations

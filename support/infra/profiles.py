@@ -167,11 +167,11 @@ class CIFARSizes:
     """Sizes of the CIFAR-10 experiment (Sec. 5.2, App. D; Figs. 6, 7, 12, 13, 14)."""
 
     images: str
-    """``cifar10`` (the local archive, support.cifar10) or ``digits`` (the bundled stand-in, support.image_data)."""
+    """``cifar10`` (the local archive, support.data.cifar10) or ``digits`` (the bundled stand-in, support.data.image_data)."""
     n_train: int
     """Training images N (App. D.1: 1000)."""
     unet: str
-    """``ddpm-cifar10-32`` (35.7 M parameters) or ``smoke`` (support.cifar_unet)."""
+    """``ddpm-cifar10-32`` (35.7 M parameters) or ``smoke`` (support.models.cifar_unet)."""
     dtype: torch.dtype
     """Float type of training, Hessian and geodesics (float32: the U-Net is a float32 model)."""
     epochs: int

@@ -22,11 +22,11 @@ import torch
 from diffusers import DDPMScheduler
 from torch.func import vmap
 
-from .cifar_unet import FixedBatch, draw_fixed_batch
-from .geodesics import solve_geodesics
-from .laplace import LowRankLaplace
-from .memorisation import memorisation_ratio
-from .monge_metric import HvpMode, Loss, gradient_and_hvp
+from ..core.geodesics import solve_geodesics
+from ..core.laplace import LowRankLaplace
+from ..core.monge_metric import HvpMode, Loss, gradient_and_hvp
+from ..evaluation.memorisation import memorisation_ratio
+from ..models.cifar_unet import FixedBatch, draw_fixed_batch
 
 MEMORISATION_C = 1 / 3
 MEMORISATION_NEIGHBOURS = 10

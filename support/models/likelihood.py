@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from ..core.parameters import ParameterLayout
 from .ensembles import ensemble_field
 from .flow_matching import VelocityField
-from .parameters import ParameterLayout
 
 DivergenceMethod = Literal["exact", "hutchinson"]
 
