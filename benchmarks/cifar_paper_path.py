@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--images-per-model", type=int, default=2)
     parser.add_argument("--checkpoints", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--out", type=Path, default=Path("_build/paper_path/cifar10_paper_path.json"))
+    parser.add_argument("--no-compile", action="store_true",
+                        help="train without torch.compile even where the paper profile compiles (CUDA)")
     args = parser.parse_args()
 
     profile = get_profile("paper")
@@ -133,6 +135,7 @@ def main() -> None:
         paper, images=args.images, unet=args.unet, n_train=args.n_train or paper.n_train, epochs=args.epochs,
         checkpoint_every=args.epochs, selection_images=args.selection_images,
         hessian_batch=args.hessian_batch or paper.hessian_batch, images_per_model=args.images_per_model,
+        compile=paper.compile and not args.no_compile,
     )
     synthetic_k = args.synthetic_k or paper.lanczos_k
     device = profile.device

@@ -125,7 +125,7 @@ def train_ddpm(
     if state is not None:
         unet.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())  # the checkpoint was mapped to the model's device
         record = TrainingRecord(state["history"], state["best_epoch"], state["best_score"], state["epoch"])
 
     model = torch.compile(unet) if plan.compile else unet
