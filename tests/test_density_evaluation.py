@@ -43,6 +43,11 @@ def test_a_mixture_of_shifted_gaussians_is_recovered(dim):
 
     assert torch.allclose(result.member_masses, box_mass(shifts, half_width), atol=2e-4)
     assert torch.allclose(result.member_shares, box_mass(shifts, half_width), atol=4 / math.sqrt(3000))
+    # the shares' binomial standard errors (3000 samples per model), and the mass-vs-share self-check
+    expected_se = (result.member_shares * (1 - result.member_shares) / 3000).sqrt()
+    assert torch.allclose(result.member_share_standard_errors, expected_se)
+    assert bool(result.mass_matches_share().all())
+    assert not bool(result.mass_matches_share(tolerance=0.0, standard_errors=0.0).all())  # the share is noisy
     components = torch.distributions.MultivariateNormal(shifts, torch.eye(dim))
     exact = lambda x: torch.logsumexp(components.log_prob(x[:, None]), dim=1) - math.log(2)
     assert result.test_log_likelihood == pytest.approx(exact(test).mean().item(), abs=1e-8)

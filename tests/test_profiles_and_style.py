@@ -7,7 +7,7 @@ import torch
 matplotlib.use("Agg")
 
 from support.infra.plotting import METHOD_COLORS, METHOD_LABELS, method_color, use_book_style  # noqa: E402
-from support.infra.profiles import PROFILE_NAMES, default_profile_name, get_profile  # noqa: E402
+from support.infra.profiles import DEFAULT_SEED, PROFILE_NAMES, default_profile_name, get_profile  # noqa: E402
 from support.infra.reproducibility import seed_everything  # noqa: E402
 
 
@@ -57,3 +57,20 @@ def test_style_and_colours():
     assert method_color("riemannian") == METHOD_COLORS["riemannian"]
     with pytest.raises(KeyError, match="known"):
         method_color("bayes")
+
+
+def test_book_seed_replaces_the_seed_and_names_the_build_folder(monkeypatch):
+    monkeypatch.setenv("BOOK_SEED", " 3 ")
+    profile = get_profile("smoke")
+    assert profile.seed == 3 and profile.run_name == "smoke-seed3" and "seed=3" in profile.describe()
+    monkeypatch.setenv("BOOK_SEED", str(DEFAULT_SEED))
+    assert get_profile("paper").run_name == "paper"
+    monkeypatch.delenv("BOOK_SEED")
+    assert get_profile("smoke").seed == DEFAULT_SEED and get_profile("smoke").run_name == "smoke"
+
+
+@pytest.mark.parametrize("bad", ["-1", "1.5", "abc", "nan"])
+def test_bad_book_seed_is_a_clear_error(monkeypatch, bad):
+    monkeypatch.setenv("BOOK_SEED", bad)
+    with pytest.raises(ValueError, match="BOOK_SEED"):
+        get_profile("smoke")

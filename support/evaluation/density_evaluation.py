@@ -41,12 +41,14 @@ class DensityEvaluation:
     """log p(x | D) (eq 22) at the grid points [G]."""
     grid_uncertainty: torch.Tensor
     """log p(x | D) - mean_s log p(x | theta_s) at the grid points [G] (zero for one model)."""
-    test_log_likelihood: float
-    """Mean of log p(x | D) over the held-out points."""
+    test_log_densities: torch.Tensor
+    """log p(x | D) at each held-out point [T] (paired differences between methods give standard errors)."""
     member_masses: torch.Tensor
     """Integral of p(x | theta_s) over the box for the integrated models [S'] (adaptive quadrature)."""
     member_shares: torch.Tensor
     """Share of model s's own samples inside the box [S']: what ``member_masses`` should equal."""
+    member_share_standard_errors: torch.Tensor
+    """Binomial standard error of each share, sqrt(share (1 - share) / n) over the model's n samples [S']."""
     member_unresolved: torch.Tensor
     """Cells per integrated model that still asked for a split at the finest level [S'] (0: resolved)."""
     member_peak_log_density: torch.Tensor
@@ -59,6 +61,17 @@ class DensityEvaluation:
     """What ``total_variation_to_kde`` is expected to be from sampling noise alone (from two half-sample KDEs)."""
     entropy: float
     """-mean log p(x | D) over generated samples inside the box."""
+
+    @property
+    def test_log_likelihood(self) -> float:
+        """Mean of log p(x | D) over the held-out points."""
+        return self.test_log_densities.mean().item()
+
+    def mass_matches_share(self, tolerance: float = 0.005, standard_errors: float = 4.0) -> torch.Tensor:
+        """[S'] whether each model's mass equals its sample share within ``standard_errors`` binomial
+        standard errors of the share plus the quadrature ``tolerance`` (the self-check of Sec. 3.1's densities)."""
+        allowed = tolerance + standard_errors * self.member_share_standard_errors
+        return (self.member_masses - self.member_shares).abs() <= allowed
 
     @property
     def mass(self) -> float:
@@ -150,13 +163,15 @@ def evaluate_predictive_density(
             values = torch.trapezoid(values, axis, dim=-1)
         return 0.5 * values.item()
 
+    shares = inside[:count].to(dtype).mean(dim=1)
     return DensityEvaluation(
         grid=grid,
         grid_log_density=grid_log_density,
         grid_uncertainty=generative_uncertainty(members[:, : len(grid)]),
-        test_log_likelihood=test_log_density.mean().item(),
+        test_log_densities=test_log_density,
         member_masses=torch.tensor(masses, dtype=dtype),
-        member_shares=inside[:count].to(dtype).mean(dim=1),
+        member_shares=shares,
+        member_share_standard_errors=(shares * (1 - shares) / inside.shape[1]).sqrt(),
         member_unresolved=torch.tensor(unresolved),
         member_peak_log_density=peaks,
         quadrature_nodes=nodes,

@@ -12,12 +12,16 @@ exercises the paper's code path end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import torch
 
 PROFILE_ENV_VAR = "BOOK_PROFILE"
+SEED_ENV_VAR = "BOOK_SEED"
+DEFAULT_SEED = 0
+"""The seed of both profiles when ``$BOOK_SEED`` is not set: the numbers the book shows."""
 PROFILE_NAMES = ("smoke", "paper")
 
 
@@ -225,6 +229,11 @@ class Profile:
     device: torch.device
     dtype: torch.dtype
     seed: int
+    """Seed of every random draw (``$BOOK_SEED`` overrides the profile's default)."""
+    intra_op_threads: int
+    """Threads of torch's intra-op pool and of numpy/scipy's BLAS (see
+    :func:`support.infra.reproducibility.fix_thread_count`): fixed, so that a run's numbers depend on
+    profile and seed only, not on the core count or on how the chapter was run."""
     flow_matching: FlowMatchingSizes
     memorisation: MemorisationSizes
     geometry: GeometrySizes
@@ -237,7 +246,13 @@ class Profile:
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
-        return f"profile={self.name} device={self.device} dtype={self.dtype} seed={self.seed}"
+        return (f"profile={self.name} device={self.device} dtype={self.dtype} seed={self.seed} "
+                f"threads={self.intra_op_threads}")
+
+    @property
+    def run_name(self) -> str:
+        """The profile's name, with the seed appended when it is not the profile's default (build folders)."""
+        return self.name if self.seed == DEFAULT_SEED else f"{self.name}-seed{self.seed}"
 
 
 def _gpu_or_cpu() -> torch.device:
@@ -249,7 +264,8 @@ def _smoke() -> Profile:
         name="smoke",
         device=torch.device("cpu"),
         dtype=torch.float64,
-        seed=0,
+        seed=DEFAULT_SEED,
+        intra_op_threads=1,
         flow_matching=FlowMatchingSizes(
             n_pairs=2000, hidden=(32, 32), train_steps=2500, learning_rate=3e-3,
             n_generate=400, euler_steps=100,
@@ -290,7 +306,8 @@ def _paper() -> Profile:
         name="paper",
         device=_gpu_or_cpu(),
         dtype=torch.float64,
-        seed=0,
+        seed=DEFAULT_SEED,
+        intra_op_threads=1,
         flow_matching=FlowMatchingSizes(
             n_pairs=4000, hidden=(32, 32), train_steps=10000, learning_rate=3e-3,
             n_generate=1000, euler_steps=100,
@@ -340,10 +357,13 @@ def default_profile_name() -> str:
 def get_profile(name: str | None = None) -> Profile:
     """Return the profile ``name``, else ``$BOOK_PROFILE``, else the default for this machine.
 
+    ``$BOOK_SEED`` (a non-negative integer) replaces the profile's seed, so that every chapter can be
+    re-run under other random draws (the README's seed table does this for five seeds).
+
     Raises
     ------
     ValueError
-        If the name is not one of ``PROFILE_NAMES``.
+        If the name is not one of ``PROFILE_NAMES``, or ``$BOOK_SEED`` is not a non-negative integer.
     """
     if name is None:
         name = os.environ.get(PROFILE_ENV_VAR, "").strip() or default_profile_name()
@@ -353,4 +373,10 @@ def get_profile(name: str | None = None) -> Profile:
             f"unknown profile {name!r} (from {PROFILE_ENV_VAR} or the argument); "
             f"choose one of {', '.join(PROFILE_NAMES)}"
         )
-    return _BUILDERS[key]()
+    profile = _BUILDERS[key]()
+    seed = os.environ.get(SEED_ENV_VAR, "").strip()
+    if not seed:
+        return profile
+    if not seed.isdigit():
+        raise ValueError(f"{SEED_ENV_VAR}={seed!r} is not a non-negative integer; unset it or set e.g. {SEED_ENV_VAR}=3")
+    return dataclasses.replace(profile, seed=int(seed))

@@ -29,9 +29,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_dir(profile: Profile) -> Path:
-    """``$BOOK_BUILD_DIR`` if set, else ``<repo>/_build/<profile name>`` (where ``make book`` builds)."""
+    """``$BOOK_BUILD_DIR`` if set, else ``<repo>/_build/<profile run name>`` (where ``make book`` builds).
+
+    The run name is the profile's name, with ``-seed<n>`` when ``$BOOK_SEED`` changed the seed, so a
+    run under another seed never overwrites the default seed's results or checkpoints.
+    """
     override = os.environ.get(BUILD_DIR_ENV_VAR, "").strip()
-    return Path(override) if override else REPO_ROOT / "_build" / profile.name
+    return Path(override) if override else REPO_ROOT / "_build" / profile.run_name
 
 
 def results_dir(profile: Profile) -> Path:

@@ -1,0 +1,73 @@
+"""The seed-table command's parts: claims found in a chapter, outcomes read from JUnit XML, the table."""
+
+from pathlib import Path
+
+from support.infra.seed_table import Claim, chapter_claims, read_report, seed_table
+
+CHAPTER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A chapter
+
+```{code-cell} ipython3
+x = 1
+```
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+# x is one
+assert x == 1
+```
+
+Some prose.
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+y = 2  # hidden, but no claim
+```
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+assert x + 1 == 2
+```
+"""
+
+REPORT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest">
+<testcase classname="book.07_x.md" name="Cell 0" time="0.1" />
+<testcase classname="book.07_x.md" name="Cell 1" time="0.1"><failure message="boom">boom</failure></testcase>
+<testcase classname="book.07_x.md" name="Cell 3" time="0.1"><failure message="boom">boom</failure></testcase>
+<testcase classname="tests.test_other" name="test_something" time="0.1" />
+</testsuite></testsuites>
+"""
+
+
+def test_claims_are_hidden_assert_cells_numbered_as_nbval_numbers_code_cells(tmp_path: Path) -> None:
+    chapter = tmp_path / "07_x.md"
+    chapter.write_text(CHAPTER)
+    assert chapter_claims(chapter) == [Claim("07_x.md", 1, "x is one"), Claim("07_x.md", 3, "assert x + 1 == 2")]
+
+
+def test_report_and_table_mark_the_first_failure_of_a_chapter(tmp_path: Path) -> None:
+    chapter = tmp_path / "07_x.md"
+    chapter.write_text(CHAPTER)
+    report = tmp_path / "seed1.xml"
+    report.write_text(REPORT)
+    failed = read_report(report, [chapter])
+    assert failed == {("07_x.md", 0): "passed", ("07_x.md", 1): "failed", ("07_x.md", 3): "failed"}
+    held = {key: "passed" for key in failed}
+    table, failing = seed_table(chapter_claims(chapter), {0: held, 1: failed})
+    assert failing == 2
+    lines = table.splitlines()
+    assert lines[2].endswith("| held | FAILED |") and lines[3].endswith("| held | failed* |")
