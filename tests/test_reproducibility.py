@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,16 @@ def test_start_run_returns_the_profiles_seeded_generator() -> None:
         fix_thread_count(before)
     assert torch.equal(first, again)
     assert torch.equal(first, torch.rand(3, generator=torch.Generator().manual_seed(profile.seed)))
+
+
+def test_every_chapter_fixes_threads_and_seed_before_its_first_draw() -> None:
+    chapters = sorted((Path(__file__).resolve().parents[1] / "book").glob("[0-9][0-9]_*.md"))
+    assert chapters
+    for chapter in chapters:
+        text = chapter.read_text(encoding="utf-8")
+        first_code = text.index("```{code-cell}")
+        start = text.find("start_run(profile)", first_code)
+        assert start > 0, f"{chapter.name} does not call start_run(profile)"
+        for draw in ("torch.randn(", "torch.rand(", "np.random.", ".sample("):
+            position = text.find(draw, first_code)
+            assert position == -1 or position > start, f"{chapter.name} draws ({draw}) before start_run"
