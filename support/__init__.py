@@ -32,10 +32,11 @@ every layer checkpoints, seeds or reads its sizes from a profile.
 Modules
 -------
 infra.profiles          sizes, device and dtype of a run (``BOOK_PROFILE=smoke|paper``)
-infra.reproducibility   seeding
+infra.reproducibility   one result per profile and seed: the thread count fixed by the profile, then seeding
 infra.plotting          the shared figure style and per-method colours
 infra.results           build folder, atomic writes, checkpoints, results JSON with provenance, markdown tables
 infra.paper_artefacts   commit a paper-profile run's results and figures to book/paper_results/, and read them back
+infra.seed_table        which checked claims hold under other seeds (``make seed-table``)
 
 core.parameters         losses as functions of a flat parameter vector, for any subset of a module
 core.monge_metric       G = I + grad L grad L^T (eq 16-18), Sherman-Morrison, the geodesic acceleration (eq 19)
