@@ -34,8 +34,9 @@ Modules
 infra.profiles          sizes, device and dtype of a run (``BOOK_PROFILE=smoke|paper``)
 infra.reproducibility   one result per profile and seed: the thread count fixed by the profile, then seeding
 infra.plotting          the shared figure style and per-method colours
+infra.provenance        the commit and the hashes of the sources a chapter's results depend on; what changed since
 infra.results           build folder, atomic writes, checkpoints, results JSON with provenance, markdown tables
-infra.paper_artefacts   commit a paper-profile run's results and figures to book/paper_results/, and read them back
+infra.paper_artefacts   commit a paper-profile run's results and figures to book/paper_results/; show them with provenance
 infra.seed_table        which checked claims hold under other seeds (``make seed-table``)
 
 core.parameters         losses as functions of a flat parameter vector, for any subset of a module

@@ -8,10 +8,10 @@ means something.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import support
+from support.infra.provenance import imported_modules
 
 PACKAGE_ROOT = Path(support.__file__).resolve().parent
 
@@ -21,23 +21,6 @@ def layer_of(subpackage: str, layers: tuple[tuple[str, ...], ...]) -> int:
         if subpackage in members:
             return rank
     raise KeyError(subpackage)
-
-
-def imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
-    """(line, absolute dotted name) of every import in ``path``, a module of ``package`` (e.g. ``support.core``)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            # `from support import core` names the subpackage in the alias
-            found += [(node.lineno, f"{name}.{alias.name}" if name == "support" else name) for alias in node.names]
-    return found
 
 
 def layer_violations(root: Path, layers: tuple[tuple[str, ...], ...]) -> list[str]:
@@ -53,7 +36,7 @@ def layer_violations(root: Path, layers: tuple[tuple[str, ...], ...]) -> list[st
             problems.append(f"{path.relative_to(root)}: not in any layer; put it in one of {sorted(known)}")
             continue
         package = ".".join(("support",) + parts[:-1])  # what a relative import in this file is relative to
-        for line, name in imported_modules(path, package):
+        for line, name in imported_modules(path.read_text(encoding="utf-8"), package):
             pieces = name.split(".")
             if pieces[0] != "support" or len(pieces) < 2:
                 continue

@@ -12,7 +12,14 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from support.infra.paper_artefacts import export_paper_results, load_paper_results, main  # noqa: E402
+from support.infra.paper_artefacts import (  # noqa: E402
+    PAPER_RESULTS_DIR,
+    export_paper_results,
+    load_paper_results,
+    main,
+    provenance_text,
+)
+from support.infra.provenance import REPO_ROOT, RESULT_CHAPTERS, git_commit  # noqa: E402
 from support.infra.profiles import get_profile  # noqa: E402
 from support.infra.results import save_figure, write_results  # noqa: E402
 
@@ -63,12 +70,26 @@ def test_export_refuses_runs_without_paper_provenance(tmp_path: Path, monkeypatc
         path.write_text(json.dumps(changed))
         with pytest.raises(ValueError, match=message):
             export_paper_results("cifar10", source, target)
-    path.write_text(json.dumps(payload))
-    for png in (source / "cifar10").glob("*.png"):
-        png.unlink()
-    with pytest.raises(FileNotFoundError, match="no figures"):
+    unsourced = {**payload, "metadata": {k: v for k, v in payload["metadata"].items() if k != "sources"}}
+    path.write_text(json.dumps(unsourced))
+    with pytest.raises(ValueError, match="no source hashes"):
         export_paper_results("cifar10", source, target)
     assert not target.exists()  # nothing was half-exported
+
+
+def test_a_failed_export_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source, target = paper_run(tmp_path / "build", monkeypatch), tmp_path / "paper_results"
+    export_paper_results("cifar10", source, target)
+    before = (target / "cifar10.json").read_text()
+    (source / "cifar10" / "fig12.png").unlink()
+    (source / "cifar10" / "fig12.png").mkdir()  # a "figure" that cannot be copied: the copy fails part-way
+    monkeypatch.setattr("support.infra.paper_artefacts._read",
+                        lambda name, folder: (json.loads((Path(folder) / f"{name}.json").read_text()),
+                                              [Path(folder) / name / "fig12.png"]))
+    with pytest.raises(OSError):
+        export_paper_results("cifar10", source, target)
+    assert (target / "cifar10.json").read_text() == before
+    assert sorted(p.name for p in (target / "cifar10").glob("*.png")) == ["fig12.png", "fig13.png"]
 
 
 def test_command_line_exports_from_the_paper_build_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -77,3 +98,29 @@ def test_command_line_exports_from_the_paper_build_folder(tmp_path: Path, monkey
     main(["cifar10", "--target", str(tmp_path / "paper_results")])
     assert "cifar10.json" in capsys.readouterr().out
     assert (tmp_path / "paper_results" / "cifar10" / "fig13.png").exists()
+
+
+def test_provenance_names_the_commit_and_every_changed_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paper = load_paper_results("cifar10", paper_run(tmp_path / "build", monkeypatch))
+    assert paper is not None and paper.metadata["commit"] == git_commit()
+    text = provenance_text("cifar10", paper)
+    assert paper.metadata["commit"][:12] in text and "None of the sources" in text  # this tree made it
+    edited = {**paper.metadata["sources"], "support/core/geodesics.py": "0" * 64}
+    stale = load_paper_results("cifar10", paper_run(tmp_path / "build", monkeypatch))
+    stale.metadata["sources"] = edited
+    text = provenance_text("cifar10", stale)
+    assert "The code has changed since that run" in text and "`support/core/geodesics.py`" in text
+
+
+@pytest.mark.parametrize("path", sorted(PAPER_RESULTS_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_every_committed_paper_artefact_is_shown_with_its_provenance(path: Path) -> None:
+    """A committed artefact is a paper-profile run from a commit of this repository with its source
+    hashes, and its chapter shows it under provenance_text (which names the commit and any source
+    changed since), so no page presents numbers of older code as this code's."""
+    paper = load_paper_results(path.stem)
+    assert path.stem in RESULT_CHAPTERS, f"{path.name}: no chapter writes these results"
+    meta = paper.metadata
+    assert meta["profile"] == "paper" and len(meta["commit"]) == 40 and int(meta["commit"], 16) >= 0
+    assert set(meta["sources"]) >= {f"{RESULT_CHAPTERS[path.stem]} (code cells)", "pyproject.toml"}
+    chapter = (REPO_ROOT / RESULT_CHAPTERS[path.stem]).read_text()
+    assert f'load_paper_results("{path.stem}")' in chapter and "provenance_text(" in chapter

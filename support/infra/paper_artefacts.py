@@ -1,15 +1,18 @@
 """Paper-scale results committed beside the book (``book/paper_results/``).
 
-The paper profile of chapter 12 needs a GPU and the CIFAR-10 archive, so the book built in CI
-(smoke profile, CPU) cannot produce its numbers live. A paper-profile run writes its results file
-and figures under ``_build/paper/results/`` (:func:`support.infra.results.write_results`,
+The book built in CI runs the smoke profile on a CPU, so it cannot produce paper-scale numbers
+live: chapter 12's paper profile needs a GPU and the CIFAR-10 archive, and chapters 7-11 take from
+minutes to hours at the paper's sizes. A paper-profile run writes its results file (and any figures)
+under ``_build/paper/results/`` (:func:`support.infra.results.write_results`,
 :func:`support.infra.results.save_figure`); ::
 
-    python -m support.infra.paper_artefacts cifar10
+    python -m support.infra.paper_artefacts experiment_2d
 
 copies them into ``book/paper_results/`` after checking that they come from a paper-profile run
-with a known commit, and the chapter shows them, with their date, device and commit, beside the
-live smoke run (:func:`load_paper_results`).
+with a known commit and recorded source hashes. The chapter shows them beside its live smoke run
+(:func:`load_paper_results`) under a provenance line (:func:`provenance_text`): date, device,
+commit, and whether any source the numbers depend on has changed since
+(:mod:`support.infra.provenance`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .profiles import get_profile
-from .results import REPO_ROOT, atomic_write, results_dir
+from .provenance import REPO_ROOT, RESULT_CHAPTERS, changed_sources, results_sources
+from .results import atomic_write, results_dir
 
 PAPER_RESULTS_DIR = REPO_ROOT / "book" / "paper_results"
 
@@ -47,12 +51,15 @@ def _read(name: str, folder: Path) -> tuple[dict[str, Any], list[Path]]:
 def export_paper_results(name: str, source: Path, target: Path = PAPER_RESULTS_DIR) -> list[Path]:
     """Copy ``source/<name>.json`` and ``source/<name>/*.png`` to ``target``; returns the written paths.
 
+    The new figures are written before the stale ones are removed and the results file last, each
+    atomically, so a failure part-way leaves the previous export's results file in place.
+
     Raises
     ------
     FileNotFoundError
-        If the results file or its figures are missing (run the chapter with ``BOOK_PROFILE=paper``).
+        If the results file is missing (run the chapter with ``BOOK_PROFILE=paper``).
     ValueError
-        If the run was not a paper-profile run, or its commit is unknown (no provenance).
+        If the run was not a paper-profile run, or its commit or source hashes are unknown (no provenance).
     """
     if not (Path(source) / f"{name}.json").exists():
         raise FileNotFoundError(f"no {name}.json in {source}: run the chapter with BOOK_PROFILE=paper first "
@@ -63,16 +70,16 @@ def export_paper_results(name: str, source: Path, target: Path = PAPER_RESULTS_D
         raise ValueError(f"{source}/{name}.json comes from the {metadata.get('profile')!r} profile, not 'paper'")
     if metadata.get("commit", "unknown") == "unknown":
         raise ValueError(f"{source}/{name}.json has no commit: run the book from a git checkout")
-    if not figures:
-        raise FileNotFoundError(f"no figures in {Path(source) / name}: the chapter saves them with save_figure")
+    if "sources" not in metadata:
+        raise ValueError(f"{source}/{name}.json records no source hashes: re-run it with this version of the book")
     figure_dir = Path(target) / name
-    for stale in figure_dir.glob("*.png"):
-        stale.unlink()
     written = []
     for figure in figures:
         destination = figure_dir / figure.name
         atomic_write(destination, lambda tmp, figure=figure: shutil.copyfile(figure, tmp))
         written.append(destination)
+    for stale in set(figure_dir.glob("*.png")) - set(written):
+        stale.unlink()
     destination = Path(target) / f"{name}.json"
     atomic_write(destination, lambda tmp: shutil.copyfile(Path(source) / f"{name}.json", tmp))
     return [destination, *written]
@@ -86,9 +93,25 @@ def load_paper_results(name: str, folder: Path = PAPER_RESULTS_DIR) -> PaperResu
     return PaperResults(payload["metadata"], payload["results"], tuple(figures))
 
 
+def provenance_text(name: str, paper: PaperResults, root: Path = REPO_ROOT) -> str:
+    """One Markdown sentence for a page: when, where and from which commit the committed run ``name``
+    came, and whether the sources its numbers depend on have changed since (naming them if so)."""
+    meta = paper.metadata
+    text = (f"Paper-profile run of {meta['date'][:10]} on {meta['device']} (torch {meta['torch']}, seed "
+            f"{meta['seed']}), commit `{meta['commit'][:12]}`.")
+    now = results_sources(name, root)
+    if now is None or "sources" not in meta:
+        return text + " Its sources were not recorded: the numbers are those of that commit."
+    changed = changed_sources(meta["sources"], now)
+    if not changed:
+        return text + " None of the sources its numbers depend on has changed since."
+    return (text + " **The code has changed since that run** (" + ", ".join(f"`{c}`" for c in changed)
+            + "): the numbers below are those of that commit, not necessarily of this page's code.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Commit a paper-profile run's results and figures beside the book.")
-    parser.add_argument("name", help="results name, e.g. cifar10")
+    parser.add_argument("name", help="results name: one of " + ", ".join(RESULT_CHAPTERS))
     parser.add_argument("--source", type=Path, default=None, help="default: the paper profile's results folder")
     parser.add_argument("--target", type=Path, default=PAPER_RESULTS_DIR)
     args = parser.parse_args(argv)

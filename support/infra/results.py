@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -23,9 +22,9 @@ from typing import Any
 import torch
 
 from .profiles import Profile
+from .provenance import REPO_ROOT, git_commit, results_sources
 
 BUILD_DIR_ENV_VAR = "BOOK_BUILD_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_dir(profile: Profile) -> Path:
@@ -93,19 +92,10 @@ def atomic_write_text(text: str, path: Path) -> None:
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
-def git_commit() -> str:
-    """The commit the book was run from (``unknown`` outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def run_metadata(profile: Profile) -> dict[str, Any]:
-    """Provenance stored with every results file: profile, device, date, commit, versions."""
+def run_metadata(profile: Profile, name: str | None = None) -> dict[str, Any]:
+    """Provenance stored with every results file: profile, device, date, commit, versions and, for the
+    results ``name`` of a chapter, the hashes of the sources its numbers depend on
+    (:func:`support.infra.provenance.results_sources`)."""
     device = str(profile.device)
     if profile.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(profile.device)})"
@@ -117,13 +107,14 @@ def run_metadata(profile: Profile) -> dict[str, Any]:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "torch": torch.__version__,
+        **({"sources": sources} if (sources := results_sources(name)) is not None else {}),
     }
 
 
 def write_results(name: str, results: Mapping[str, Any], profile: Profile) -> Path:
     """Write ``{"metadata": ..., "results": results}`` to ``results/<name>.json``; returns the path."""
     path = results_dir(profile) / f"{name}.json"
-    payload = {"metadata": run_metadata(profile), "results": results}
+    payload = {"metadata": run_metadata(profile, name), "results": results}
     atomic_write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", path)
     return path
 
