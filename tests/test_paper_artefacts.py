@@ -19,8 +19,8 @@ from support.infra.paper_artefacts import (  # noqa: E402
     main,
     provenance_text,
 )
-from support.infra.provenance import REPO_ROOT, RESULT_CHAPTERS, git_commit  # noqa: E402
 from support.infra.profiles import get_profile  # noqa: E402
+from support.infra.provenance import REPO_ROOT, RESULT_CHAPTERS, git_commit  # noqa: E402
 from support.infra.results import save_figure, write_results  # noqa: E402
 
 

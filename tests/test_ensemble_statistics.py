@@ -1,0 +1,45 @@
+"""Standard errors over models: per-model statistics and the model bootstrap, against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from support.evaluation.ensemble_statistics import bootstrap_over_models, model_blocks, per_model
+
+
+def test_blocks_follow_the_model_by_model_order() -> None:
+    samples = torch.arange(12.0)[:, None]  # 3 models of 4 points
+    assert model_blocks(samples, 3)[1, :, 0].tolist() == [4.0, 5.0, 6.0, 7.0]
+    with pytest.raises(ValueError, match="do not split into 5 models"):
+        model_blocks(samples, 5)
+
+
+def test_per_model_mean_and_standard_error_are_over_models() -> None:
+    offsets = torch.tensor([0.0, 1.0, 2.0, 5.0])
+    samples = (offsets[:, None] + torch.tensor([-1.0, 1.0])).reshape(-1, 1)  # each model's mean is its offset
+    estimate = per_model(samples, 4, lambda x: x.mean().item())
+    assert estimate.mean == pytest.approx(2.0)
+    assert estimate.standard_error == pytest.approx(np.std([0, 1, 2, 5], ddof=1) / 2)
+
+
+def test_per_model_refuses_a_non_finite_model() -> None:
+    samples = torch.tensor([[1.0], [2.0], [float("nan")], [3.0]])
+    with pytest.raises(ValueError, match=r"not finite for models \[1\]"):
+        per_model(samples, 2, lambda x: x.mean().item())
+
+
+def test_model_bootstrap_matches_the_standard_error_of_a_mean_over_models() -> None:
+    """Pooled mean of S equal-size blocks = mean of the block means, so its bootstrap s.e. is close to
+    sd(block means) / sqrt(S) (times sqrt((S - 1) / S), the bootstrap's plug-in factor)."""
+    generator = torch.Generator().manual_seed(0)
+    S, N = 40, 25
+    model_means = torch.randn(S, generator=generator) * 2.0
+    samples = (model_means[:, None] + 0.1 * torch.randn(S, N, generator=generator)).reshape(-1, 1)
+    block_means = samples.reshape(S, N).mean(1).numpy()
+    expected = block_means.std(ddof=0) / np.sqrt(S)
+    se = bootstrap_over_models(samples, S, lambda x: x.mean().item(), torch.Generator().manual_seed(1), resamples=2000)
+    assert se == pytest.approx(expected, rel=0.1)
+    # points within a model are not independent replicates: the naive per-point s.e. is far smaller
+    assert samples.std().item() / np.sqrt(S * N) < 0.3 * se
