@@ -65,12 +65,14 @@ evaluation.quadrature            adaptive cell-refining quadrature of peaked den
 evaluation.density_evaluation    densities of an ensemble on a box with the mass and KDE self-checks (Sec. 3.1)
 evaluation.frechet               Frechet distance between Gaussian feature fits (FID's formula; the pixel-feature fallback)
 evaluation.endpoint_sensitivity  Sec. 4.1: bias and variance of a generated point under weight perturbations
+evaluation.ensemble_statistics   standard errors with the model as the unit: per-model statistics, model bootstrap, differences
 
 experiments.toy_losses            closed-form losses with curved valleys (the banana)
 experiments.memorising_flow       a flow trained to memorise a small training set, and its exact Laplace approximation
 experiments.toy_1d                the memorising 1D flow of Sec. 5.1 and a small 25-parameter variant
 experiments.toy_2d                the six memorised points and the memorising 2D flow of App. C.2
 experiments.experiment_ensembles  the Laplace ensembles of the 1D and 2D experiment chapters, shared by later chapters
+experiments.positive_part_sweep   the 1D and 2D headline results under other eigenvalue floors and prior precisions
 experiments.cifar_experiment      Algorithm 2's stages after training: batches, eigen-direction paths, perturbations, App. D.4
 """
 

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from support.evaluation.ensemble_statistics import bootstrap_over_models, model_blocks, per_model
+from support.evaluation.ensemble_statistics import (
+    bootstrap_over_models,
+    difference_standard_error,
+    model_blocks,
+    per_model,
+    share_standard_error,
+)
 
 
 def test_blocks_follow_the_model_by_model_order() -> None:
@@ -43,3 +49,25 @@ def test_model_bootstrap_matches_the_standard_error_of_a_mean_over_models() -> N
     assert se == pytest.approx(expected, rel=0.1)
     # points within a model are not independent replicates: the naive per-point s.e. is far smaller
     assert samples.std().item() / np.sqrt(S * N) < 0.3 * se
+
+
+def test_the_difference_of_independent_estimates_matches_its_simulated_spread() -> None:
+    """Oracle: the spread of a - b over many independent draws of the two estimates."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.0, 0.3, 200_000), rng.normal(5.0, 0.4, 200_000)
+    assert difference_standard_error(0.3, 0.4) == pytest.approx(0.5)
+    assert difference_standard_error(0.3, 0.4) == pytest.approx(np.std(a - b), rel=0.01)
+    assert difference_standard_error(0.7) == 0.7
+    for bad in [(), (-0.1,), (float("nan"), 0.1), (float("inf"),)]:
+        with pytest.raises(ValueError, match="finite non-negative"):
+            difference_standard_error(*bad)
+
+
+def test_a_share_has_the_binomial_standard_error_and_zero_counts_as_one_point() -> None:
+    rng = np.random.default_rng(1)
+    shares = rng.binomial(400, 0.2, 100_000) / 400
+    assert share_standard_error(0.2, 400) == pytest.approx(np.std(shares), rel=0.01)
+    assert share_standard_error(0.0, 400) == pytest.approx(np.sqrt(1 / 400 / 400))
+    for share, n in [(-0.1, 10), (1.5, 10), (float("nan"), 10), (0.5, 0)]:
+        with pytest.raises(ValueError, match="share in"):
+            share_standard_error(share, n)

@@ -90,3 +90,11 @@ def test_checker_catches_upward_sideways_and_lazy_imports(tmp_path: Path) -> Non
     assert any(p.startswith("infra/a.py:1 imports support.models.m") for p in problems)
     assert any(p.startswith("core/c.py:2 imports support.data:") for p in problems)
     assert any(p.startswith("stray.py: not in any layer") for p in problems)
+
+
+def test_the_package_docstring_lists_every_module() -> None:
+    """The docstring's module list is the map a reader starts from: it names every module, and only those."""
+    on_disk = {".".join(p.relative_to(PACKAGE_ROOT).with_suffix("").parts) for p in PACKAGE_ROOT.glob("*/*.py")
+               if p.name != "__init__.py"}
+    listed = {line.split()[0] for line in support.__doc__.split("Modules\n-------\n")[1].splitlines() if line.strip()}
+    assert listed == on_disk, {"not listed": sorted(on_disk - listed), "no such module": sorted(listed - on_disk)}

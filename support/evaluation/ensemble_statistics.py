@@ -8,7 +8,9 @@ small at the smoke profile's S = 16. Here the S models are the replicates:
 * :func:`per_model` evaluates a statistic on every model's block of N points (e.g. the
   memorisation ratio, eq 8), so its mean and standard error are over models;
 * :func:`bootstrap_over_models` resamples whole models for statistics of the pooled sample that
-  do not split into per-model terms (e.g. W1 of the ensemble, eq 38).
+  do not split into per-model terms (e.g. W1 of the ensemble, eq 38);
+* :func:`difference_standard_error` and :func:`share_standard_error` combine them when two
+  independent estimates are compared (a claim "A < B" is asserted with a margin of k of these).
 """
 
 from __future__ import annotations
@@ -71,3 +73,31 @@ def bootstrap_over_models(
     if not np.isfinite(values).all():
         raise ValueError("the statistic is not finite on some resamples: filter diverged models first")
     return float(values.std(ddof=1))
+
+
+def difference_standard_error(*standard_errors: float) -> float:
+    """Standard error of a difference (or sum) of independent estimates: sqrt(sum of se^2).
+
+    Raises
+    ------
+    ValueError
+        If no standard error is given, or one is negative or not finite.
+    """
+    values = np.array(standard_errors, dtype=float)
+    if values.size == 0 or not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(f"need finite non-negative standard errors, got {list(standard_errors)}")
+    return float(np.sqrt((values**2).sum()))
+
+
+def share_standard_error(share: float, n: int) -> float:
+    """Binomial standard error sqrt(p (1 - p) / n) of a share p of n points, with p = 0 counted as 1/n
+    (so that a share that happens to be 0 does not claim to be known exactly).
+
+    Raises
+    ------
+    ValueError
+        If ``share`` is not in [0, 1] or ``n`` is not positive.
+    """
+    if not 0 <= share <= 1 or n < 1:
+        raise ValueError(f"need a share in [0, 1] of n >= 1 points, got share={share}, n={n}")
+    return float(np.sqrt(max(share, 1 / n) * (1 - share) / n))

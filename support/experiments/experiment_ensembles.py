@@ -63,7 +63,7 @@ class PosteriorEnsembles:
         return int((~self.geodesics.converged).sum())
 
 
-def _posterior_ensembles(
+def posterior_ensembles(
     laplace: FlowLaplace, count: int, profile: Profile, generator: torch.Generator, chunk_size: int,
     checkpoint_name: str | None, times: torch.Tensor | None = None,
 ) -> PosteriorEnsembles:
@@ -84,7 +84,7 @@ def posterior_ensembles_1d(laplace: FlowLaplace, profile: Profile, generator: to
     interrupted run resumes.
     """
     sizes = profile.experiment_1d
-    return _posterior_ensembles(laplace, sizes.posterior_samples, profile, generator, sizes.geodesic_chunk,
+    return posterior_ensembles(laplace, sizes.posterior_samples, profile, generator, sizes.geodesic_chunk,
                                 "experiment_1d_geodesics.pt" if sizes.checkpoint else None)
 
 
@@ -194,7 +194,7 @@ def full_covariance_ensembles_2d(
     """Draw v ~ N(0, H_+^{-1}) for ``full_models`` models, solve each geodesic once with outputs at
     every eta in ``etas_full``, and generate (Euler, ``euler_steps``) with each model's own base points."""
     sizes = profile.experiment_2d
-    ensembles = _posterior_ensembles(laplace, sizes.full_models, profile, generator, sizes.geodesic_chunk,
+    ensembles = posterior_ensembles(laplace, sizes.full_models, profile, generator, sizes.geodesic_chunk,
                                      "experiment_2d_geodesics.pt" if sizes.checkpoint else None,
                                      times=torch.tensor([0.0, *sizes.etas_full]))
     v, solution = ensembles.v, ensembles.geodesics

@@ -135,6 +135,26 @@ class Experiment2DSizes:
 
 
 @dataclass(frozen=True)
+class PositivePartSizes:
+    """Sizes of the positive-part chapter: the 1D and 2D headline results under other choices of
+    N(0, H_+^{-1}) than the book's floor (App. D.2)."""
+
+    floors: tuple[float, ...]
+    """Eigenvalue floors tau / lambda_1: keep the eigenpairs above tau, drop the rest."""
+    prior_precisions: tuple[float, ...]
+    """Prior precisions delta / lambda_1: keep every positive eigenpair, add delta to it, and give every
+    other direction the prior variance 1 / delta (a Gaussian prior N(0, delta^-1 I) on theta)."""
+    models: int
+    """S models per method and choice, in each of 1D and 2D."""
+    base_samples: int
+    """N base points every model moves (1D and 2D)."""
+    geodesic_chunk: int
+    """Curves per batched geodesic solve."""
+    checkpoint: bool
+    """Save each choice's solved geodesics atomically under the build folder and resume from them."""
+
+
+@dataclass(frozen=True)
 class DensityBoxSizes:
     """Sizes of one box on which the likelihood chapter evaluates and integrates densities (Sec. 3.1)."""
 
@@ -241,6 +261,7 @@ class Profile:
     theorem_4_1: Theorem41Sizes
     experiment_1d: Experiment1DSizes
     experiment_2d: Experiment2DSizes
+    positive_part: PositivePartSizes
     likelihood: LikelihoodSizes
     cifar: CIFARSizes
 
@@ -282,6 +303,10 @@ def _smoke() -> Profile:
             n_pairs=2000, hidden=(32, 32), train_steps=2500, learning_rate=3e-3, points=1000,
             etas_top=(1.0, 4.0, 16.0), etas_full=(0.1, 0.3, 1.0), full_models=4, trajectories=12,
             euler_steps=100, geodesic_chunk=2, checkpoint=False,
+        ),
+        positive_part=PositivePartSizes(
+            floors=(1e-2, 1e-3, 1e-4), prior_precisions=(1e-2, 1e-3), models=6, base_samples=300, geodesic_chunk=2,
+            checkpoint=False,
         ),
         likelihood=LikelihoodSizes(
             one_d=DensityBoxSizes(posterior_samples=8, points_per_axis=601, bandwidth=0.1, quadrature_levels=8,
@@ -326,6 +351,10 @@ def _paper() -> Profile:
             etas_top=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0), etas_full=(0.1, 0.2, 0.3, 0.5, 1.0), full_models=100,
             trajectories=24, euler_steps=100, geodesic_chunk=2 if not torch.cuda.is_available() else 100,
             checkpoint=True,
+        ),
+        positive_part=PositivePartSizes(
+            floors=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5), prior_precisions=(1e-1, 1e-2, 1e-3), models=100, base_samples=1000,
+            geodesic_chunk=2 if not torch.cuda.is_available() else 100, checkpoint=True,
         ),
         likelihood=LikelihoodSizes(
             one_d=DensityBoxSizes(posterior_samples=32, points_per_axis=1201, bandwidth=0.05, quadrature_levels=10,
