@@ -42,7 +42,7 @@ book: $(STAMP)
 	echo "Open $$(pwd)/$$out/_build/html/index.html"
 
 # Which checked claims hold under other seeds: every chapter (smoke) for seeds 0-4, one table.
-# SEEDS="0 1 2" and CHAPTERS="book/10_likelihood.md ..." narrow it; about 10 minutes a seed on 2 cores.
+# SEEDS="0 1 2" and CHAPTERS="book/10_likelihood.md ..." narrow it; about 15 minutes a seed on 2 cores.
 SEEDS ?= 0 1 2 3 4
 seed-table: $(STAMP)
 	$(PY) -m support.infra.seed_table --seeds $(SEEDS) --workers $(PYTEST_WORKERS) $(if $(CHAPTERS),--chapters $(CHAPTERS))
