@@ -131,3 +131,31 @@ def test_download_verifies_and_never_leaves_a_partial_file(tmp_path, all_batches
     assert list(target.iterdir()) == []
     path = cifar10.download_cifar10(target, url=url, md5=md5)
     assert path == target / cifar10.ARCHIVE_NAME and md5_of(path) == md5
+
+
+@pytest.mark.parametrize("field, value, message", [
+    (b"data", lambda d: d.astype(np.int64) + 44, "pixels of type int64, expected uint8"),  # 300 would wrap to 44
+    (b"data", lambda d: d.astype(np.float32), "pixels of type float32"),
+    (b"labels", lambda labels: [v + 0.7 for v in labels], "labels of type float64, expected integers"),
+])
+def test_an_extracted_batch_of_the_wrong_type_is_refused_not_cast(tmp_path, all_batches, field, value, message):
+    """#21: an extracted folder is not checksummed, so its batches' types are checked instead of cast."""
+    folder = tmp_path / cifar10.FOLDER
+    folder.mkdir()
+    all_batches["test_batch"][field] = value(all_batches["test_batch"][field])
+    for name, content in all_batches.items():
+        (folder / name).write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(CIFAR10Corrupt, match=message):
+        load_cifar10(tmp_path, "test")
+
+
+@pytest.mark.parametrize("damage", [lambda raw: raw[: len(raw) // 2], lambda raw: b"", lambda raw: b"garbage" * 10])
+def test_a_damaged_extracted_batch_names_the_file_and_the_fix(tmp_path, all_batches, damage):
+    """#21: a truncated or garbage batch used to raise a bare UnpicklingError or EOFError."""
+    folder = tmp_path / cifar10.FOLDER
+    folder.mkdir()
+    for name, content in all_batches.items():
+        (folder / name).write_bytes(pickle.dumps(content, protocol=2))
+    (folder / "test_batch").write_bytes(damage((folder / "test_batch").read_bytes()))
+    with pytest.raises(CIFAR10Corrupt, match=r"test_batch: not a readable pickle .*extract it again"):
+        load_cifar10(tmp_path, "test")

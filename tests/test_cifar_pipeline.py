@@ -119,7 +119,7 @@ def _train(folder, interrupt_at=None, epochs=6, architecture=None, **options):
         return float(sum(p.detach().square().sum() for p in model.parameters()))  # any deterministic score
 
     unet = tiny_unet(**(architecture or {}))
-    plan = TrainingPlan(epochs=epochs, batch_size=4, learning_rate=1e-3, checkpoint_every=2, **options)
+    plan = TrainingPlan(**{"epochs": epochs, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 2, **options})
     record = train_ddpm(unet, images, ddpm_scheduler(), plan, folder, torch.Generator().manual_seed(4), score, progress=False)
     return unet, record
 
@@ -146,8 +146,29 @@ def test_a_checkpoint_of_another_plan_is_not_resumed(tmp_path):
     _train(tmp_path, epochs=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, record = _train(tmp_path, epochs=4)
+        _, record = _train(tmp_path, epochs=4, learning_rate=2e-3)
     assert record.resumed_from == 0 and any("another run" in str(w.message) for w in caught)
+
+
+def test_more_epochs_resume_the_shorter_run_and_give_the_uninterrupted_result(tmp_path):
+    """#21 D2: the epoch count is where the trajectory stops; raising it must not discard the run."""
+    straight, record = _train(tmp_path / "straight", epochs=6)
+    _train(tmp_path / "extended", epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "another run" warning: the checkpoint is this run's
+        extended, extended_record = _train(tmp_path / "extended", epochs=6)
+    assert extended_record.resumed_from == 2
+    assert [h["epoch"] for h in extended_record.history] == [2, 4, 6]
+    assert [h["score"] for h in extended_record.history] == pytest.approx([h["score"] for h in record.history], rel=1e-6)
+    for p, q in zip(straight.state_dict().values(), extended.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_fewer_epochs_than_the_checkpoint_has_trained_is_refused_with_the_fix(tmp_path):
+    _train(tmp_path, epochs=4)
+    with pytest.raises(ValueError, match=r"trained 4 epochs, more than plan.epochs = 2; ask for at least 4"):
+        _train(tmp_path, epochs=2)
+    assert torch.load(tmp_path / "latest.pt", weights_only=True)["epoch"] == 4  # nothing was overwritten
 
 
 def test_a_checkpoint_of_another_architecture_with_the_same_weights_is_not_resumed(tmp_path):
@@ -277,3 +298,22 @@ def test_reverse_and_forward_hessian_vector_products_agree():
     assert torch.allclose(hessian_vector_product(loss, theta, "reverse")(v), hessian_vector_product(loss, theta, "forward")(v))
     with pytest.raises(ValueError, match="mode"):
         hessian_vector_product(loss, theta, "sideways")
+
+
+def test_non_finite_images_scores_and_losses_stop_training_with_their_cause(tmp_path):
+    """#21: NaN images used to train to NaN weights saved as best.pt; a NaN score ended in 'best.pt is missing'."""
+    images = torch.zeros(2, 3, 8, 8)
+    images[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        train_ddpm(tiny_unet(), images, ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1), tmp_path / "nan", torch.Generator())
+    good = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"selection score is nan at epoch 1"):
+        train_ddpm(tiny_unet(), good, ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1), tmp_path / "score",
+                   torch.Generator(), score=lambda unet: float("nan"))
+    for bad in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ValueError, match="must be positive"):
+            TrainingPlan(1, 2, bad, 1)
+    with pytest.raises(FloatingPointError, match=r"loss became (nan|inf) by epoch 2; lower the learning rate"):
+        train_ddpm(tiny_unet(), good, ddpm_scheduler(), TrainingPlan(2, 2, 1e30, 1), tmp_path / "loss",
+                   torch.Generator())
+    assert torch.load(tmp_path / "loss" / "latest.pt", weights_only=True)["epoch"] == 1  # the finite one is kept

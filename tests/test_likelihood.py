@@ -103,3 +103,23 @@ def test_posterior_predictive_is_the_log_mean_exp_of_the_members():
     assert torch.allclose(generative_uncertainty(got[:1].expand(3, -1)), torch.zeros(7), atol=1e-12)  # identical models
     with pytest.raises(ValueError, match="thetas"):
         ensemble_log_likelihoods(model, layout, thetas[:, :3], x)
+
+
+@pytest.mark.parametrize("x1, options, message", [
+    (torch.tensor([[0.0, 0.0], [float("nan"), 0.0]]), {}, r"non-finite values in rows \[1\]"),
+    (torch.tensor([[0.0, 0.0], [0.0, float("inf")]]), {"method": "rk4"}, r"non-finite values in rows \[1\]"),
+    (torch.zeros(0, 2), {}, "B >= 1"),
+    (torch.zeros(3, 2), {"method": "rk4", "steps": 0}, "positive integer number of steps"),
+    (torch.zeros(3, 2), {"method": "euler", "steps": 2.5}, "positive integer number of steps"),
+    (torch.zeros(3, 2), {"rtol": 0.0, "atol": 0.0}, "positive rtol and atol"),
+    (torch.zeros(3, 2), {"rtol": -1e-6}, "positive rtol and atol"),
+])
+def test_bad_likelihood_input_is_refused_with_its_cause(x1, options, message):
+    """#21: NaN or empty input used to die in a torchdiffeq assertion, steps=0 in a ZeroDivisionError."""
+    with pytest.raises(ValueError, match=message):
+        flow_log_likelihood(linear_field, x1.double(), **options)
+
+
+def test_the_posterior_predictive_of_no_models_is_refused():
+    with pytest.raises(ValueError, match="S >= 1 models"):
+        posterior_predictive_log_density(torch.zeros(0, 4))

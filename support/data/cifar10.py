@@ -83,12 +83,22 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _read_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-    batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     try:
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (KeyError, TypeError) as error:
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except CIFAR10Corrupt:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+        raise CIFAR10Corrupt(f"{name}: not a readable pickle ({type(error).__name__}: {error}); the file is truncated "
+                             "or damaged: extract it again from the official archive") from error
+    try:
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    except (KeyError, TypeError, IndexError) as error:
         raise CIFAR10Corrupt(f"{name}: not a CIFAR-10 batch (no 'data' and 'labels')") from error
+    # the official batches hold uint8 pixels and integer labels; a cast would wrap 300 to 44 and cut 3.7 to 3
+    if data.dtype != np.uint8:
+        raise CIFAR10Corrupt(f"{name}: pixels of type {data.dtype}, expected uint8 (0..255) as in the official batches")
+    if labels.dtype.kind not in "iu":
+        raise CIFAR10Corrupt(f"{name}: labels of type {labels.dtype}, expected integers 0..9")
     if data.ndim != 2 or data.shape[1] != int(np.prod(IMAGE_SHAPE)) or len(labels) != len(data):
         raise CIFAR10Corrupt(f"{name}: data of shape {data.shape} with {len(labels)} labels; expected [N, 3072] and N labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):

@@ -9,9 +9,12 @@ as theta*. Here:
   so an interrupted run leaves the previous checkpoint intact and resumes from it. The selected
   weights go to ``folder/best.pt``. Only these two files are kept (100 full checkpoints of the
   35.7 M-parameter model would take 14 GB); the history records every checkpoint's score.
-  A fingerprint of the plan, the images, the architecture (``unet.config``) and the initial
-  weights keeps a checkpoint from being resumed by a different run (it is then ignored and
-  overwritten, with a warning).
+  A fingerprint of what determines the training trajectory (the plan's batch size, learning
+  rate, checkpoint interval and precision; the images; the architecture, ``unet.config``; the
+  initial weights) keeps a checkpoint from being resumed by a different run (it is then ignored
+  and overwritten, with a warning). The epoch count is where the trajectory stops, not what it
+  is, and ``compile`` changes how a step is computed, not what: a run whose ``epochs`` grew
+  resumes from its checkpoint and continues as one uninterrupted run would.
 * **Selection** calls ``score(unet)`` at every checkpoint; lower is better (FID, or the book's
   pixel-feature Fréchet fallback, :mod:`support.evaluation.frechet`). Without ``score`` the last one wins.
 * **Speed on a GPU**: bf16 autocast (``mixed_precision``) and ``torch.compile`` (``compile``)
@@ -24,6 +27,7 @@ as theta*. Here:
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,8 +59,8 @@ class TrainingPlan:
     """``torch.compile`` the training forward pass (and, through AOT autograd, its backward)."""
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.batch_size, self.checkpoint_every) < 1 or self.learning_rate <= 0:
-            raise ValueError(f"epochs, batch_size, checkpoint_every and learning_rate must be positive: {self}")
+        if min(self.epochs, self.batch_size, self.checkpoint_every) < 1 or not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"epochs, batch_size, checkpoint_every and learning_rate must be positive (and finite): {self}")
 
 
 @dataclass
@@ -74,8 +78,13 @@ class TrainingRecord:
         return int(self.history[-1]["epoch"]) if self.history else 0
 
 
+TRAJECTORY_INDEPENDENT = ("epochs", "compile")
+"""Plan fields left out of the checkpoint fingerprint: changing them keeps the trajectory so far."""
+
+
 def _fingerprint(plan: TrainingPlan, images: torch.Tensor, unet: UNet2DModel) -> str:
-    digest = hashlib.sha256(repr(sorted(asdict(plan).items())).encode())
+    trajectory = {key: value for key, value in asdict(plan).items() if key not in TRAJECTORY_INDEPENDENT}
+    digest = hashlib.sha256(repr(sorted(trajectory.items())).encode())
     digest.update(repr(sorted(unet.config.items())).encode())  # e.g. the number of attention heads: no weight shows it
     digest.update(images.detach().cpu().float().numpy().tobytes())
     for name, tensor in sorted(unet.state_dict().items()):
@@ -112,6 +121,8 @@ def train_ddpm(
     """
     if images.ndim != 4 or len(images) < 1:
         raise ValueError(f"images must have shape [N, C, H, W], got {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or inf: they would train the U-Net to NaN weights; check the image source")
     if images.min() < -1 or images.max() > 1:
         raise ValueError("images must be scaled to [-1, 1]")
     folder = Path(folder)
@@ -127,6 +138,10 @@ def train_ddpm(
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"].cpu())  # the checkpoint was mapped to the model's device
         record = TrainingRecord(state["history"], state["best_epoch"], state["best_score"], state["epoch"])
+        if record.epochs_done > plan.epochs:
+            raise ValueError(f"{folder / 'latest.pt'} has trained {record.epochs_done} epochs, more than "
+                             f"plan.epochs = {plan.epochs}; ask for at least {record.epochs_done} epochs to use it, "
+                             f"or train into another folder")
 
     model = torch.compile(unet) if plan.compile else unet
     n = len(images)
@@ -154,8 +169,15 @@ def train_ddpm(
             if done % plan.checkpoint_every == 0 or done == plan.epochs:
                 unet.eval()
                 row = {"epoch": done, "loss": torch.stack(losses).float().mean().item(), "images_per_second": seen / seconds}
+                if not math.isfinite(row["loss"]):  # before saving: the last finite checkpoint stays the latest
+                    raise FloatingPointError(f"the training loss became {row['loss']} by epoch {done}; lower the "
+                                             f"learning rate ({plan.learning_rate}); {folder / 'latest.pt'} keeps the "
+                                             f"last checkpoint with a finite loss")
                 if score is not None:
                     row["score"] = float(score(unet))
+                    if not math.isfinite(row["score"]):
+                        raise ValueError(f"the selection score is {row['score']} at epoch {done}; a score must be "
+                                         f"finite to compare checkpoints (check the score function)")
                 record.history.append(row)
                 value = row.get("score", -float(done))  # without a score the latest checkpoint wins
                 if value <= record.best_score:

@@ -90,8 +90,16 @@ def flow_log_likelihood(
     one Rademacher vector per row is drawn from ``generator`` and held fixed along the path.
     Raises on non-finite results (a field that blows up along the reverse path).
     """
-    if x1.ndim != 2:
-        raise ValueError(f"x1 must have shape [B, D], got {tuple(x1.shape)}")
+    if x1.ndim != 2 or x1.shape[0] == 0:
+        raise ValueError(f"x1 must have shape [B, D] with B >= 1, got {tuple(x1.shape)}")
+    if not bool(torch.isfinite(x1).all()):
+        bad = (~torch.isfinite(x1).all(dim=1)).nonzero().flatten()[:10].tolist()
+        raise ValueError(f"x1 has non-finite values in rows {bad}: a density is only defined at finite points")
+    if method == "dopri5":
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"dopri5 needs positive rtol and atol, got rtol={rtol}, atol={atol}")
+    elif not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"the fixed-step method {method!r} needs a positive integer number of steps, got {steps!r}")
     n, d = x1.shape
     noise = None
     if divergence_method == "hutchinson":
@@ -141,8 +149,9 @@ def ensemble_log_likelihoods(
 
 def posterior_predictive_log_density(member_log_likelihoods: torch.Tensor) -> torch.Tensor:
     """Eq (22) from the members' log-densities [S, N]: log (1/S) sum_s p(x | theta_s) -> [N]."""
-    if member_log_likelihoods.ndim != 2:
-        raise ValueError(f"need log-likelihoods of shape [S, N], got {tuple(member_log_likelihoods.shape)}")
+    if member_log_likelihoods.ndim != 2 or member_log_likelihoods.shape[0] == 0:
+        raise ValueError(f"need log-likelihoods of shape [S, N] with S >= 1 models, got "
+                         f"{tuple(member_log_likelihoods.shape)}")
     return torch.logsumexp(member_log_likelihoods, dim=0) - math.log(member_log_likelihoods.shape[0])
 
 
