@@ -302,11 +302,11 @@ def test_reverse_and_forward_hessian_vector_products_agree():
 
 def test_non_finite_images_scores_and_losses_stop_training_with_their_cause(tmp_path):
     """#21: NaN images used to train to NaN weights saved as best.pt; a NaN score ended in 'best.pt is missing'."""
-    images = torch.zeros(2, 3, 8, 8)
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.float32)  # explicit: another test module sets float64 as default
     images[1, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         train_ddpm(tiny_unet(), images, ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1), tmp_path / "nan", torch.Generator())
-    good = torch.zeros(2, 3, 8, 8)
+    good = torch.zeros(2, 3, 8, 8, dtype=torch.float32)
     with pytest.raises(ValueError, match=r"selection score is nan at epoch 1"):
         train_ddpm(tiny_unet(), good, ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1), tmp_path / "score",
                    torch.Generator(), score=lambda unet: float("nan"))
