@@ -49,8 +49,8 @@ class PositivePartChoice:
         if self.kind not in ("floor", "prior"):
             raise ValueError(f"kind must be 'floor' or 'prior', got {self.kind!r}")
         if not self.relative > 0:
-            raise ValueError(f"relative must be positive (a floor of 0 keeps directions of variance up to "
-                             f"1 / 1e-9 lambda_1), got {self.relative}")
+            raise ValueError(f"relative must be positive (a floor of 0 keeps eigenvalues at rounding level, whose "
+                             f"variance 1 / lambda is unbounded), got {self.relative}")
 
     @property
     def label(self) -> str:
