@@ -1,79 +1,216 @@
-"""Benchmark the geodesic machinery (issue: loss-manifold geometry). Prints ratios from one run.
+"""Benchmark the geodesic solver (issue #24). Every ratio is measured in this one run.
 
-1. Batched ``exp_map`` for S curves in one solve vs a Python loop of single-curve solves. The loop
-   is timed on the first ``--loop-samples`` curves and scaled to S (a full loop takes too long).
-2. Cost of one geodesic right-hand side (eq 19: gradient + HVP in one pass) vs one gradient, on the
-   1D flow-matching network of Sec. 5.1 (K = 1185 parameters), forward- and reverse-mode HVPs.
+Problem (the issue's, on synthetic data of the same shape): a 1-32-32-1 tanh MLP (K = 1,153) fitted
+in float64 to 200 noisy points of sin(2x) on [-3, 3] (mean squared error, Adam then L-BFGS), its exact
+Laplace approximation (positive part above 1e-3 of the top eigenvalue), v = eta * (Laplace sample)
+with eta = 0.01. Accuracy: the endpoint error against scipy's DOP853 at rtol 1e-10 / atol 1e-12
+(reverse-over-reverse HVPs), on the first ``--referee`` curves, relative to the displacement
+||alpha(1) - theta*||.
 
-Usage: python benchmarks/geodesics.py [--samples 1000] [--loop-samples 50] [--device cpu|cuda] [--hvp reverse]
+Rows:
+  ours                    support.core.geodesics.solve_geodesics (a step size per curve, active set), one batch
+  ours, compiled          the same with compile_rhs=True, in chunks of --chunk
+  torchdiffeq batched     one torchdiffeq dopri5 solve of the batched state with its default RMS norm
+                          over the whole batch (what the authors' related batched code does)
+  ours, loop              one solve_geodesics call per curve, on speeds spread 0.2x-3x (timed on
+                          --loop curves, scaled to S)
+  scipy RK45 per curve    scipy.integrate.solve_ivp per curve at the same rtol/atol (timed on --loop
+                          curves, scaled to S)
+and the cost of one right-hand side against one gradient. Writes _build/benchmarks/geodesics.json.
+
+Usage: python benchmarks/geodesics.py [--sizes 100 1000] [--device cpu|cuda] [--chunk 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
-from torch.func import grad
+from scipy.integrate import solve_ivp
+from torch import nn
+from torch.func import functional_call, grad, vmap
 from torch.utils.benchmark import Timer
+from torchdiffeq import odeint
 
 from support.core.geodesics import solve_geodesics
-from support.core.monge_metric import geodesic_acceleration
-from support.core.parameters import parameter_loss
-from support.experiments.toy_1d import fit_memorising_flow_1d, small_network_loss
-from support.infra.profiles import get_profile
-from support.models.flow_matching import flow_matching_loss
+from support.core.laplace import exact_laplace
+from support.core.monge_metric import geodesic_acceleration, gradient_and_hvp
+from support.infra.provenance import REPO_ROOT
+
+RTOL, ATOL, ETA = 1e-7, 1e-9, 0.01
 
 
-def batched_vs_loop(samples: int, loop_samples: int, hvp: str, generator: torch.Generator) -> None:
-    theta_star, loss = small_network_loss(generator)
-    v = 0.3 * torch.randn(samples, theta_star.numel(), generator=generator)
-    timings = {}
-    for label, chunk in [("one batch", None), ("chunks of 100", 100)]:
-        start = time.perf_counter()
-        solution = solve_geodesics(loss, theta_star, v, hvp=hvp, chunk_size=chunk)
-        timings[label] = time.perf_counter() - start
-        print(f"[exp_map] K = {theta_star.numel()}, S = {samples}, {label}: {timings[label]:.1f} s, "
-              f"evaluations per batch {sorted(set(solution.nfe.tolist()))}")
+def regression_loss(device: torch.device):
+    """theta* [K] and L(theta) of the fitted 1-32-32-1 tanh MLP."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.linspace(-3, 3, 200)[:, None]
+    y = torch.sin(2 * x) + 0.1 * torch.randn(x.shape, generator=generator)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(3000):
+        optimiser.zero_grad()
+        (net(x) - y).square().mean().backward()
+        optimiser.step()
+    lbfgs = torch.optim.LBFGS(net.parameters(), max_iter=2000, tolerance_grad=1e-12, tolerance_change=0,
+                              line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        value = (net(x) - y).square().mean()
+        value.backward()
+        return value
+
+    lbfgs.step(closure)
+    net, x, y = net.to(device), x.to(device), y.to(device)
+    names = [name for name, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+    sizes = [p.numel() for p in net.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        params = {n: t.reshape(s) for n, t, s in zip(names, flat.split(sizes), shapes)}
+        return (functional_call(net, params, (x,)) - y).square().mean()
+
+    return theta, loss
+
+
+def referee(loss, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """alpha(1) by scipy DOP853 at rtol 1e-10 / atol 1e-12 with reverse-over-reverse HVPs."""
+    k = theta.numel()
+
+    def rhs(_, y):
+        state = torch.from_numpy(y).to(theta)
+        acc = geodesic_acceleration(loss, state[:k], state[k:], "reverse")
+        return np.concatenate([y[k:], acc.cpu().numpy()])
+
+    y0 = torch.cat([theta, v]).cpu().numpy()
+    return torch.from_numpy(solve_ivp(rhs, (0, 1), y0, method="DOP853", rtol=1e-10, atol=1e-12).y[:k, -1]).to(theta)
+
+
+def torchdiffeq_batched(loss, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """One dopri5 solve of the batched state [S, 2K], torchdiffeq's default norm (RMS over the whole batch)."""
+    k, calls = theta.numel(), []
+
+    def rhs(_, state):
+        calls.append(1)
+        return torch.cat([state[:, k:], geodesic_acceleration(loss, state[:, :k], state[:, k:], "reverse")], dim=1)
+
+    state0 = torch.cat([theta.expand_as(v), v], dim=1)
+    return odeint(rhs, state0, torch.tensor([0.0, 1.0]).to(theta), method="dopri5", rtol=RTOL, atol=ATOL)[-1, :, :k], len(calls)
+
+
+def scipy_per_curve(loss, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    k = theta.numel()
+
+    def rhs(_, y):
+        state = torch.from_numpy(y).to(theta)
+        return np.concatenate([y[k:], geodesic_acceleration(loss, state[:k], state[k:], "reverse").cpu().numpy()])
+
+    y0 = torch.cat([theta, v]).cpu().numpy()
+    return torch.from_numpy(solve_ivp(rhs, (0, 1), y0, method="RK45", rtol=RTOL, atol=ATOL).y[:k, -1]).to(theta)
+
+
+def endpoint_error(got: torch.Tensor, truth: torch.Tensor, theta: torch.Tensor) -> float:
+    """max over curves of ||got - truth|| / ||truth - theta*||."""
+    return float(((got - truth).norm(dim=1) / (truth - theta).norm(dim=1)).max())
+
+
+def rhs_costs(loss, theta: torch.Tensor, v: torch.Tensor) -> dict[str, float]:
+    rows = v[:100]
+    thetas = theta.expand_as(rows).contiguous()
+    env = {"grad": grad, "vmap": vmap, "loss": loss, "theta": theta, "v": rows[0], "thetas": thetas, "vs": rows,
+           "acc": geodesic_acceleration, "ghvp": gradient_and_hvp}
+    def median(stmt: str) -> float:
+        return Timer(stmt, globals=env).blocked_autorange(min_run_time=1.0).median
+    one_grad = median("grad(loss)(theta)")
+    one_rhs = median("acc(loss, theta, v, 'reverse')")
+    batch_grad = median("vmap(grad(loss))(thetas)") / len(rows)
+    batch_rhs = median("acc(loss, thetas, vs, 'reverse')") / len(rows)
+    return {"gradient_ms": 1e3 * one_grad, "rhs_ms": 1e3 * one_rhs, "rhs_over_gradient": one_rhs / one_grad,
+            "batched_gradient_ms_per_curve": 1e3 * batch_grad, "batched_rhs_ms_per_curve": 1e3 * batch_rhs,
+            "batched_rhs_over_gradient": batch_rhs / batch_grad}
+
+
+def timed(fn):
     start = time.perf_counter()
-    loop_nfe = 0
-    for row in v[:loop_samples]:
-        loop_nfe += int(solve_geodesics(loss, theta_star, row, hvp=hvp).nfe[0])
-    t_loop = (time.perf_counter() - start) * samples / loop_samples
-    print(f"[exp_map] loop of single-curve solves (timed on {loop_samples}, scaled to {samples}): {t_loop:.1f} s, "
-          f"mean {loop_nfe / loop_samples:.0f} evaluations per curve")
-    for label, seconds in timings.items():
-        print(f"[exp_map] speed-up over the loop, {label}: {t_loop / seconds:.1f}x")
+    out = fn()
+    return out, time.perf_counter() - start
 
 
-def rhs_vs_gradient(device: torch.device, generator: torch.Generator) -> None:
-    profile = get_profile("smoke")
-    problem = fit_memorising_flow_1d(profile, generator, progress=False)
-    problem.model.to(device)
-    data = type(problem.data)(t=problem.data.t.to(device), x0=problem.data.x0.to(device), x1=problem.data.x1.to(device))
-    theta, loss, _ = parameter_loss(problem.model, lambda f: flow_matching_loss(f, data))
-    velocity = torch.randn(theta.numel(), generator=generator).to(device)
-    g = grad(loss)
-    env = {"g": g, "theta": theta, "v": velocity, "acc": geodesic_acceleration, "loss": loss}
-    t_grad = Timer("g(theta)", globals=env).blocked_autorange(min_run_time=2).median
-    t_fwd = Timer("acc(loss, theta, v, mode='forward')", globals=env).blocked_autorange(min_run_time=2).median
-    t_rev = Timer("acc(loss, theta, v, mode='reverse')", globals=env).blocked_autorange(min_run_time=2).median
-    print(f"[rhs] K = {theta.numel()}, {len(data)} data pairs, {device}: gradient {1e3 * t_grad:.2f} ms, "
-          f"eq (19) forward-over-reverse {1e3 * t_fwd:.2f} ms ({t_fwd / t_grad:.2f}x), "
-          f"reverse-over-reverse {1e3 * t_rev:.2f} ms ({t_rev / t_grad:.2f}x)")
+def benchmark(size: int, loss, theta, laplace, generator, args) -> dict:
+    v = ETA * laplace.sample(size, generator)
+    spread = torch.exp(torch.linspace(math.log(0.2), math.log(3.0), size, dtype=v.dtype))[torch.randperm(size, generator=generator)]
+    mixed = v * spread[:, None].to(v)
+    n_ref = min(args.referee, size)
+    truth = torch.stack([referee(loss, theta, row) for row in v[:n_ref]])
+    truth_mixed = torch.stack([referee(loss, theta, row) for row in mixed[:args.loop]])
+    rows = {}
+
+    ours, seconds = timed(lambda: solve_geodesics(loss, theta, v, rtol=RTOL, atol=ATOL))
+    rows["ours"] = dict(seconds=seconds, nfe=int(ours.nfe.sum()), error=endpoint_error(ours.endpoint[:n_ref], truth, theta))
+    compiled, seconds = timed(lambda: solve_geodesics(loss, theta, v, rtol=RTOL, atol=ATOL, chunk_size=args.chunk,
+                                                     compile_rhs=True))
+    rows["ours, compiled"] = dict(seconds=seconds, nfe=int(compiled.nfe.sum()),
+                                  error=endpoint_error(compiled.endpoint[:n_ref], truth, theta))
+    (batched, calls), seconds = timed(lambda: torchdiffeq_batched(loss, theta, v))
+    rows["torchdiffeq batched"] = dict(seconds=seconds, nfe=calls * size, error=endpoint_error(batched[:n_ref], truth, theta))
+
+    mixed_batch, seconds = timed(lambda: solve_geodesics(loss, theta, mixed, rtol=RTOL, atol=ATOL))
+    rows["ours, mixed speeds"] = dict(seconds=seconds, nfe=int(mixed_batch.nfe.sum()),
+                                      error=endpoint_error(mixed_batch.endpoint[:args.loop], truth_mixed, theta))
+    loop, seconds = timed(lambda: torch.stack([solve_geodesics(loss, theta, row, rtol=RTOL, atol=ATOL).endpoint
+                                               for row in mixed[:args.loop]]))
+    rows["ours, loop (mixed speeds)"] = dict(seconds=seconds * size / args.loop, nfe=None,
+                                             error=endpoint_error(loop, truth_mixed, theta))
+    scipy_out, seconds = timed(lambda: torch.stack([scipy_per_curve(loss, theta, row) for row in mixed[:args.loop]]))
+    rows["scipy RK45 per curve (mixed speeds)"] = dict(seconds=seconds * size / args.loop, nfe=None,
+                                                       error=endpoint_error(scipy_out, truth_mixed, theta))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--loop-samples", type=int, default=50)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--hvp", choices=["forward", "reverse"], default="reverse")
+    parser.add_argument("--chunk", type=int, default=2, help="curves per compiled batch (2 measured fastest on a CPU)")
+    parser.add_argument("--referee", type=int, default=8, help="curves checked against DOP853 at rtol 1e-10")
+    parser.add_argument("--loop", type=int, default=8, help="curves timed one at a time (scaled to S)")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)
-    generator = torch.Generator().manual_seed(0)
-    rhs_vs_gradient(torch.device(args.device), generator)
-    batched_vs_loop(args.samples, args.loop_samples, args.hvp, generator)
+    device = torch.device(args.device)
+    theta, loss = regression_loss(device)
+    laplace = exact_laplace(loss, theta, min_eigenvalue=0.0)
+    laplace = exact_laplace(loss, theta, min_eigenvalue=1e-3 * float(laplace.eigenvalues[0]))
+    generator = torch.Generator().manual_seed(1)
+    report = {"device": str(device), "threads": args.threads, "K": theta.numel(), "rtol": RTOL, "atol": ATOL,
+              "eta": ETA, "rhs": rhs_costs(loss, theta, ETA * laplace.sample(100, generator)), "sizes": {}}
+    print(f"K = {theta.numel()}, {device}, {args.threads} thread(s); right-hand side: {report['rhs']}")
+    for size in args.sizes:
+        rows = benchmark(size, loss, theta, laplace, generator, args)
+        report["sizes"][size] = rows
+        base = rows["ours"]["seconds"]
+        print(f"\nS = {size}")
+        print("| method | s per curve | evaluations per curve | max relative endpoint error | time / ours |")
+        print("|---|---|---|---|---|")
+        for name, row in rows.items():
+            reference = rows["ours, mixed speeds"]["seconds"] if "mixed" in name else base  # same velocities
+            nfe = "-" if row["nfe"] is None else f"{row['nfe'] / size:.0f}"
+            print(f"| {name} | {row['seconds'] / size:.4f} | {nfe} | {row['error']:.1e} | "
+                  f"{row['seconds'] / reference:.2f}x |")
+        fastest = min(rows["ours"]["seconds"], rows["ours, compiled"]["seconds"])
+        print(f"fastest of ours over torchdiffeq batched: {rows['torchdiffeq batched']['seconds'] / fastest:.2f}x")
+    out = REPO_ROOT / "_build" / "benchmarks" / "geodesics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

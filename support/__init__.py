@@ -38,11 +38,13 @@ infra.provenance        the commit and the hashes of the sources a chapter's res
 infra.results           build folder, atomic writes, checkpoints, results JSON with provenance, markdown tables
 infra.paper_artefacts   commit a paper-profile run's results and figures to book/paper_results/; show them with provenance
 infra.seed_table        which checked claims hold under other seeds (``make seed-table``)
+infra.validation        argument checks shared by every layer (finite, positive integer, non-negative number)
 
 core.parameters         losses as functions of a flat parameter vector, for any subset of a module
 core.monge_metric       G = I + grad L grad L^T (eq 16-18), Sherman-Morrison, the geodesic acceleration (eq 19)
 core.christoffel        Christoffel symbols of any metric by autodiff (Def. A.1) and the general eq (14)
-core.geodesics          batched exponential map (dopri5/Euler/RK4, budgets, flags) and App. B.3 (eq 25-26)
+core.dormand_prince     Dormand-Prince 5(4) with a step size per curve and an active set (the geodesic solver)
+core.geodesics          batched exponential map (dopri5/Euler/RK4, budgets, flags, checkpoints) and App. B.3 (eq 25-26)
 core.lanczos            matrix-free Lanczos with full re-orthogonalisation (App. D.2)
 core.laplace            exact / Lanczos Laplace approximations, positive part, samplers (Alg. 1, App. D.2)
 

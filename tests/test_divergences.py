@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 import torch
 
 from support.data.toy_data import IsotropicGMM
@@ -91,3 +92,41 @@ def test_wasserstein_1_rejects_bad_input():
         wasserstein_1(torch.zeros(3, 2), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="shape"):
         wasserstein_1(torch.zeros(3), torch.zeros(3, 1))
+
+
+def test_fixed_bandwidth_kde_equals_scipy_and_handles_identical_samples():
+    """#21: identical samples (a fully memorising model) crashed with scipy's LinAlgError even with an explicit h."""
+    generator = torch.Generator().manual_seed(5)
+    samples = torch.randn(300, generator=generator)
+    x = np.linspace(-4, 4, 81)
+    ours = kde(samples, 0.3).logpdf(x)
+    scipy_kde = stats.gaussian_kde(samples.numpy(), bw_method=0.3 / samples.numpy().std(ddof=1))
+    assert np.allclose(ours, scipy_kde.logpdf(x), atol=1e-10)
+    target = IsotropicGMM(torch.tensor([[-1.5], [1.5]]), torch.tensor([0.1, 0.1]))
+    grid = torch.linspace(-6, 6, 2401)
+    copies = torch.full((100,), 1.5)
+    kl = kl_target_to_kde(target.log_prob, copies, grid, bandwidth=0.2)
+    p = target.log_prob(grid[:, None]).exp().numpy()
+    expected = np.trapezoid(p * (np.log(p) - stats.norm.logpdf(grid.numpy(), 1.5, 0.2)), grid.numpy())
+    assert kl == pytest.approx(expected, rel=1e-9)
+    assert np.isfinite(kl_target_to_kde(target.log_prob, copies, grid))  # leave-one-out picks the smallest h
+    with pytest.raises(ValueError, match="Scott's rule.*spread"):
+        kde(copies, "scott")
+
+
+def test_kl_grids_and_subsets_that_would_give_wrong_numbers_are_refused():
+    """#21: a descending grid flipped the sign, a grid missing mass went unnoticed, subset=-5 used 45 of 50."""
+    generator = torch.Generator().manual_seed(6)
+    target = IsotropicGMM(torch.tensor([[-1.5], [1.5]]), torch.tensor([0.1, 0.1]))
+    samples = target.sample(200, generator)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        kl_target_to_kde(target.log_prob, samples, torch.linspace(6, -6, 1201))
+    with pytest.raises(ValueError, match="holds 0.5"):
+        kl_target_to_kde(target.log_prob, samples, torch.linspace(0, 6, 1201))
+    with pytest.raises(ValueError, match="non-finite"):
+        kl_target_to_kde(target.log_prob, samples, torch.tensor([-6.0, float("nan"), 6.0]))
+    with pytest.raises(ValueError, match="subset must be a positive integer"):
+        repeated_kl(target.log_prob, samples, torch.linspace(-6, 6, 1201), 5, -5, generator)
+    for bad in (float("nan"), -1.0, 0.0, "silverman"):
+        with pytest.raises(ValueError, match="bandwidth must be 'loo', 'scott' or a finite positive number"):
+            kde(samples, bad)

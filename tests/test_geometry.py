@@ -8,6 +8,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from support.core.christoffel import christoffel_symbols, geodesic_acceleration_from_christoffel, monge_metric_fn
+from support.core.dormand_prince import COLLAPSED
 from support.core.geodesics import (
     GeodesicError,
     euler_curve_approximation,
@@ -178,18 +179,72 @@ def test_per_curve_error_control_does_not_depend_on_batch_mates():
     assert (in_batch - truth).abs().max() <= 2 * (alone - truth).abs().max() + 1e-9
 
 
-def test_non_finite_values_raise_and_name_the_sample():
+def test_a_non_finite_curve_is_flagged_and_its_batch_mates_are_kept():
+    """#21 D3: a curve running into non-finite values is flagged like an over-budget one, never fatal."""
     nan = torch.tensor(float("nan"))
     loss = lambda th: th.square().sum() * torch.where(th[0] > 1, nan, 1.0)  # "overflows" beyond 1
-    v = torch.tensor([[1e-3, 0.0], [5.0, 0.0]])
-    with pytest.raises(GeodesicError, match=r"sample\(s\) \[1\]"):
+    v = torch.tensor([[1e-3, 0.0], [5.0, 0.0], [0.0, 0.3]])
+    with pytest.raises(GeodesicError, match=r"samples \[1\] \(sample 1: collapsed step size .* at t = 0\.\d+"):
         exp_map(loss, torch.zeros(2), v)
+    sol = solve_geodesics(loss, torch.zeros(2), v)
+    assert sol.converged.tolist() == [True, False, True] and sol.status[1] == COLLAPSED
+    assert 0.15 < float(sol.reached[1]) < 1  # where it stopped: alpha_0 reaches 1 at about t = 0.2 (not exact: alpha bends)
+    assert torch.isnan(sol.endpoint[1]).all()
+    assert torch.allclose(sol.endpoint[[0, 2]], exp_map(loss, torch.zeros(2), v[[0, 2]]), atol=1e-12)
     with pytest.raises(ValueError, match="finite"):
         exp_map(quadratic, torch.zeros(3), torch.full((3,), float("nan")))
     with pytest.raises(ValueError, match="shape"):
         exp_map(quadratic, torch.zeros(3), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="method"):
         exp_map(quadratic, torch.zeros(3), torch.zeros(3), method="rk45")
+
+
+def test_compiled_right_hand_side_gives_the_eager_geodesic():
+    theta, v = torch.zeros(3), torch.tensor([[0.9, -0.3, 0.6]])
+    eager = solve_geodesics(wiggly, theta, v, rtol=1e-9, atol=1e-11)
+    compiled = solve_geodesics(wiggly, theta, v, rtol=1e-9, atol=1e-11, compile_rhs=True)
+    assert bool(compiled.converged.all())
+    assert torch.allclose(compiled.endpoint, eager.endpoint, atol=1e-10)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(rtol=-1e-6), "rtol must be a finite number >= 0"),
+    (dict(atol=float("nan")), "atol must be a finite number >= 0"),
+    (dict(rtol=0, atol=0), "both 0"),
+    (dict(max_seconds=float("nan")), "max_seconds must be a finite number"),
+    (dict(max_nfe=0), "max_nfe must be a positive integer"),
+    (dict(max_nfe=2.5), "max_nfe must be a positive integer"),
+    (dict(steps=0, method="euler"), "steps must be a positive integer"),
+    (dict(chunk_size=0), "chunk_size must be a positive integer"),
+    (dict(times=torch.tensor([0.0, float("nan"), 1.0])), "finite, strictly increasing"),
+    (dict(times=torch.tensor([0.0, 0.33, 1.0]), method="rk4", steps=10), "must lie on that grid"),
+    (dict(hvp="central"), "hvp must be"),
+])
+def test_bad_solver_options_are_refused_with_their_cause(options, message):
+    """#21: options that used to be accepted silently (every curve 'converged', budgets off, output times
+    interpolated off the grid) or failed with a misleading message."""
+    with pytest.raises(ValueError, match=message):
+        solve_geodesics(quadratic, torch.zeros(3), torch.ones(2, 3), **options)
+
+
+def test_acceleration_of_no_curves_is_refused():
+    with pytest.raises(ValueError, match="S = 0"):
+        geodesic_acceleration(quadratic, torch.zeros(0, 3), torch.zeros(0, 3))
+
+
+def test_bad_start_points_and_velocities_are_refused_before_any_solve():
+    theta = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"one dtype and device.*v.to\(theta\)"):
+        solve_geodesics(quadratic, theta.float(), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="floating-point"):
+        solve_geodesics(quadratic, torch.zeros(3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="no rows"):
+        solve_geodesics(quadratic, theta, torch.ones(0, 3))
+    with pytest.raises(TypeError, match="v must be a torch tensor"):
+        solve_geodesics(quadratic, theta, [[1.0, 0.0, 0.0]])
+    on_grid = solve_geodesics(quadratic, theta, torch.ones(1, 3), times=torch.tensor([0.0, 0.3, 1.0]),
+                              method="rk4", steps=10)
+    assert bool(on_grid.converged.all())
 
 
 def test_appendix_b3_is_euler_on_the_first_order_system_and_kappa_reproduces_it():
@@ -209,8 +264,9 @@ def test_appendix_b3_is_euler_on_the_first_order_system_and_kappa_reproduces_it(
     ]
     order = math.log2(errors[0] / errors[1]), math.log2(errors[1] / errors[2])
     assert all(0.8 < p < 1.2 for p in order), order  # global error O(eps), see the chapter
-    with pytest.raises(ValueError):
-        euler_curve_approximation(wiggly, theta, v, 0)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            euler_curve_approximation(wiggly, theta, v, bad)
 
 
 def test_chunked_solves_return_curves_in_the_original_order():
@@ -220,7 +276,9 @@ def test_chunked_solves_return_curves_in_the_original_order():
     chunked = solve_geodesics(wiggly, theta, v, rtol=1e-10, atol=1e-12, chunk_size=3)
     assert bool(chunked.converged.all())
     assert torch.allclose(whole.endpoint, chunked.endpoint, atol=1e-8)
-    assert chunked.nfe.min() < whole.nfe.min()  # the slow curves no longer set everyone's steps
+    assert torch.equal(chunked.nfe, whole.nfe)  # each curve takes its own steps, whatever its batch-mates
+    alone = torch.stack([solve_geodesics(wiggly, theta, row, rtol=1e-10, atol=1e-12).nfe[0] for row in v[:3]])
+    assert torch.equal(alone, whole.nfe[:3])
     with pytest.raises(ValueError, match="chunk_size"):
         solve_geodesics(wiggly, theta, v, chunk_size=0)
 

@@ -65,6 +65,8 @@ def test_float32_and_errors():
     assert torch.allclose(vectors.T @ vectors, torch.eye(30, dtype=torch.float32), atol=1e-4)
     with pytest.raises(ValueError, match="k <= dim"):
         lanczos(lambda v: v, 5, 6)
+    with pytest.raises(ValueError, match="k must be a positive integer, got 2.5"):  # #21: was a library-internal error
+        lanczos(lambda v: v, 5, 2.5)
     with pytest.raises(ValueError, match=r"shape \[5\]"):
         lanczos(lambda v: v[:3], 5, 2)
     with pytest.raises(FloatingPointError, match="non-finite"):

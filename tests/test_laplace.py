@@ -6,6 +6,7 @@ from torch.func import hessian
 
 from support.core.geodesics import exp_map
 from support.core.laplace import (
+    LowRankLaplace,
     euclidean_samples,
     exact_hessian,
     exact_laplace,
@@ -49,8 +50,36 @@ def test_positive_part_drops_and_reports_non_positive_pairs():
         positive_part(-values.abs(), vectors)
     with pytest.raises(ValueError, match="eigenvectors"):
         positive_part(values, vectors[:, :3])
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="prior_precision must be a finite number >= 0"):
         positive_part(values, vectors, prior_precision=-1)
+
+
+def test_non_finite_and_empty_spectra_and_bad_shapes_are_refused_with_their_cause():
+    """#21: a NaN eigenvalue was dropped as 'indefinite', prior_precision=nan gave NaN samples, an empty
+    spectrum failed in max(), LowRankLaplace took anything, a NaN Hessian was reported as ill-conditioned."""
+    vectors = torch.eye(3)
+    with pytest.raises(ValueError, match=r"eigenvalues contains non-finite values \(1 NaN"):
+        positive_part(torch.tensor([2.0, float("nan"), 1.0]), vectors)
+    with pytest.raises(ValueError, match="prior_precision must be a finite number"):
+        positive_part(torch.tensor([2.0, 1.0, 0.5]), vectors, prior_precision=float("nan"))
+    with pytest.raises(ValueError, match="min_eigenvalue must be a finite number"):
+        positive_part(torch.tensor([2.0, 1.0, 0.5]), vectors, min_eigenvalue=float("nan"))
+    with pytest.raises(ValueError, match="empty"):
+        positive_part(torch.zeros(0), torch.zeros(3, 0))
+    with pytest.raises(ValueError, match="positive"):
+        LowRankLaplace(torch.tensor([1.0, -1.0]), torch.eye(2), 0)
+    with pytest.raises(ValueError, match="eigenvectors contains non-finite"):
+        LowRankLaplace(torch.tensor([1.0]), torch.tensor([[float("inf")]]), 0)
+    with pytest.raises(ValueError, match=r"eigenvectors \[K, r\]"):
+        LowRankLaplace(torch.tensor([1.0, 2.0]), torch.eye(3), 0)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        LowRankLaplace(torch.tensor([1.0]), torch.eye(1), 0).sample(0)
+    with pytest.raises(ValueError, match=r"vector \[K\]"):
+        exact_laplace(lambda th: th.square().sum(), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        exact_hessian(lambda th: th.square().sum(), torch.zeros(3), chunk=0)
+    with pytest.raises(ValueError, match="Hessian at theta has non-finite entries"):
+        exact_laplace(lambda th: th.square().sum() * torch.tensor(float("nan")), torch.zeros(3))
 
 
 @pytest.mark.parametrize("prior", [0.0, 0.5])

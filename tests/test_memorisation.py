@@ -77,11 +77,23 @@ def test_is_memorised_shapes():
         (torch.zeros(4, 1), torch.zeros(3, 1), torch.zeros(2, 2) + 0.5, 1, "1-D tensor"),
         (torch.full((4, 1), float("nan")), torch.zeros(3, 1), 0.3, 1, "non-finite"),
         (torch.zeros(4, 1), torch.zeros(3, 1), 0.3, 0, "neighbours"),
+        (torch.zeros(0, 1), torch.zeros(3, 1), 0.3, 1, "generated has no points"),  # #21: was NaN
+        (torch.full((2, 1), 1e200), torch.zeros(3, 1), 0.3, 1, "overflow float64"),
     ],
 )
 def test_clear_errors(generated, train, c, k, match):
     with pytest.raises(ValueError, match=match):
         memorisation_ratio(generated, train, c, neighbours=k)
+
+
+def test_float32_points_far_out_are_not_memorised_and_lists_are_refused():
+    """#21: in float32 the squared distances of far points overflowed to inf, and inf <= c * inf counted as
+    memorised (ratio 1.0 in float32, 0.0 in float64 for the same points)."""
+    train = torch.tensor([[0.0], [1.0], [2.0]])
+    far = torch.tensor([[3e19], [-4e19]])
+    assert float(memorisation_ratio(far.float(), train.float(), 0.3)) == float(memorisation_ratio(far.double(), train.double(), 0.3)) == 0.0
+    with pytest.raises(TypeError, match="generated must be a torch tensor"):
+        memorisation_ratio([[0.0]], train)
 
 
 @pytest.mark.parametrize("c", [0.01, 0.1, 1 / 3, 0.8])

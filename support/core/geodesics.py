@@ -1,27 +1,30 @@
 """Geodesics of the loss manifold: the exponential map of Algorithm 1, Step 3 (eq 14-15, 19).
 
 A Riemannian Laplace sample is theta_R = alpha(1), where alpha solves eq (19) from alpha(0) =
-theta*, alpha'(0) = v. We integrate the first-order system y = (alpha, alpha') with torchdiffeq.
+theta*, alpha'(0) = v. We integrate the first-order system y = (alpha, alpha').
 
 Design decisions (see the geometry chapters):
 
-* **One batched solve for S curves.** ``vmap`` cannot wrap ``odeint`` (the solver writes in
-  place), so the *vector field* is vmapped and a state of shape [S, 2K] goes through one solve.
-* **Per-sample accuracy.** An adaptive solver on a batched state shares one step size and one
-  error norm. With torchdiffeq's default RMS norm over the whole batch, one badly resolved curve
-  is averaged with S - 1 easy ones and can be under-resolved. We pass a norm that takes the RMS
-  error *per curve* and then the maximum over curves, so every curve meets ``rtol``/``atol``.
-* **Stopping criterion (App. D.3.1).** ``max_nfe`` (right-hand-side evaluations, deterministic)
-  and/or ``max_seconds`` bound a solve. A batch that exceeds its budget is split in halves and
-  re-solved, down to single curves, so a curve is flagged unconverged exactly when it alone
-  exceeds the budget, and its batch-mates are still returned. Flagged curves are reported in
-  ``GeodesicSolution.converged``; :func:`exp_map` raises instead of returning them.
+* **One vmapped right-hand side for S curves.** Eq (19) is evaluated for all active curves in one
+  ``vmap``ped gradient-plus-HVP pass (:func:`support.core.monge_metric.geodesic_acceleration`).
+* **Each curve its own step size (``dopri5``).** :mod:`support.core.dormand_prince` keeps a step
+  size, an error estimate (RMS over the curve's 2K components) and an accept/reject decision per
+  curve, and a curve leaves the batch when it is done. A curve therefore takes exactly the steps it
+  would take alone, whatever its batch-mates, and a batch costs the sum of its curves' steps: a
+  shared step size (``torchdiffeq.odeint`` on a batched state) makes every curve take the hardest
+  curve's steps and keeps evaluating finished ones (``benchmarks/geodesics.py`` measures both).
+* **Stopping criterion (App. D.3.1).** ``max_nfe`` bounds each curve's own right-hand-side
+  evaluations (deterministic); ``max_seconds`` the wall time of each batch. A curve over budget,
+  or whose step size collapses because the loss or its derivatives become non-finite ahead, is
+  flagged in ``GeodesicSolution.converged`` (its reason in ``status``) and its batch-mates are kept;
+  :func:`exp_map` raises instead of returning flagged curves.
 * **Long runs** show a progress bar (``progress=True``) and, with ``checkpoint=path``, save the
-  solved curves atomically every ``CHECKPOINT_EVERY_SECONDS`` and at the end; a rerun with the
-  same inputs resumes from the file (a fingerprint of theta, v, times and the solver options
-  guards against reusing it for other inputs: a stale file is overwritten, with a warning).
+  finished curves atomically every ``CHECKPOINT_EVERY_SECONDS`` and at the end; a rerun with the
+  same inputs resumes from the file, solving only the unfinished curves. A fingerprint of theta,
+  v, times, the solver options and the loss (its value and gradient at theta) guards against
+  reusing it for other inputs: a stale file is overwritten, with a warning.
 * **Fixed-step methods** ``euler`` and ``rk4`` (torchdiffeq's ``rk4`` is the 3/8 rule) are
-  available for the sensitivity comparison of App. D.3.1.
+  available for the sensitivity comparison of App. D.3.1; output times must lie on their grid.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ from torchdiffeq import odeint
 from tqdm import tqdm
 
 from ..infra.results import atomic_torch_save, load_checkpoint
-from .monge_metric import HvpMode, Loss, geodesic_acceleration
+from ..infra.validation import require_finite, require_non_negative, require_positive_int, require_tensor
+from .dormand_prince import COLLAPSED, CONVERGED, OVER_NFE, OVER_TIME, STATUS, RowsFinished, solve_rows
+from .monge_metric import HvpMode, Loss, geodesic_acceleration, loss_gradient
 
 Method = Literal["dopri5", "euler", "rk4"]
 CHECKPOINT_EVERY_SECONDS = 60.0
+_FIXED_STEP_STAGES = {"euler": 1, "rk4": 4}
 
 
 class GeodesicError(RuntimeError):
@@ -62,67 +68,162 @@ class GeodesicSolution:
     times: torch.Tensor
     position: torch.Tensor
     velocity: torch.Tensor
-    converged: torch.Tensor
-    """[S] bool: the curve was solved within the budget."""
+    status: torch.Tensor
+    """[S] codes into :data:`support.core.dormand_prince.STATUS` (0: converged)."""
     nfe: torch.Tensor
-    """[S] right-hand-side evaluations of the (batched) solve that produced each curve."""
+    """[S] right-hand-side evaluations spent on each curve."""
+    reached: torch.Tensor
+    """[S] the time each curve reached (``times[-1]`` for converged curves)."""
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """[S] bool: the curve was solved to ``times[-1]`` within the budget."""
+        return self.status == CONVERGED
 
     @property
     def endpoint(self) -> torch.Tensor:
         """alpha(times[-1]) of shape [S, K] (NaN rows for unconverged curves)."""
         return self.position[-1]
 
+    def failures(self, limit: int = 20) -> str:
+        """The flagged curves, their reasons and where they stopped, for error messages."""
+        failed = (~self.converged).nonzero().flatten().tolist()
+        return "; ".join(f"sample {i}: {STATUS[int(self.status[i])]} at t = {float(self.reached[i]):.3g}"
+                         for i in failed[:limit]) + ("; ..." if len(failed) > limit else "")
 
-def _per_curve_max_rms(n_curves: int):
-    def norm(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.reshape(n_curves, -1).square().mean(dim=1).sqrt().max()
 
-    return norm
+def _check_solver_options(rtol: float, atol: float, steps: int, max_nfe: int | None, max_seconds: float | None,
+                          chunk_size: int | None, hvp: str) -> None:
+    if require_non_negative("rtol", rtol) + require_non_negative("atol", atol) == 0:
+        raise ValueError("rtol and atol are both 0: no step could ever be accepted; give a positive tolerance "
+                         "(the default is rtol = 1e-7, atol = 1e-9)")
+    require_positive_int("steps", steps)
+    if max_nfe is not None:
+        require_positive_int("max_nfe", max_nfe)
+    if max_seconds is not None:
+        require_non_negative("max_seconds", max_seconds)
+    if chunk_size is not None:
+        require_positive_int("chunk_size", chunk_size)
+    if hvp not in ("forward", "reverse"):
+        raise ValueError(f"hvp must be 'forward' or 'reverse', got {hvp!r}")
 
 
-def _solve_batch(
-    loss: Loss, theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, method: Method, rtol: float,
-    atol: float, steps: int, max_nfe: int | None, max_seconds: float | None, hvp: HvpMode, labels: torch.Tensor,
-) -> tuple[torch.Tensor, int]:
-    """Solve eq (19) for curves v [S, K] from theta [K]; returns the states [T, S, 2K] and the NFE."""
-    n, k = v.shape
-    counter = {"nfe": 0}
+def _velocity_field(loss: Loss, k: int, hvp: HvpMode, compile_rhs: bool):
+    """y = (alpha, alpha') [A, 2K] -> (alpha', alpha'') with alpha'' from eq (19), one vmapped pass.
+
+    With ``compile_rhs`` the pass goes through ``torch.compile`` (inductor fuses the elementwise
+    derivative work that dominates a small network's right-hand side: 3x faster for chapter 8's
+    network on a CPU, ``benchmarks/geodesics.py``). vmap's batch size is compiled in, so the active
+    rows are padded to the next power of two: at most log2(chunk) + 1 compilations per solve.
+    """
+
+    def field(state: torch.Tensor) -> torch.Tensor:
+        position, velocity = state[:, :k], state[:, k:]
+        return torch.cat([velocity, geodesic_acceleration(loss, position, velocity, hvp)], dim=1)
+
+    if not compile_rhs:
+        return field
+    compiled = torch.compile(field)
+
+    def padded(state: torch.Tensor) -> torch.Tensor:
+        rows = len(state)
+        size = 1 << (rows - 1).bit_length()
+        if size > rows:
+            state = torch.cat([state, state[-1:].expand(size - rows, -1)])
+        return compiled(state)[:rows]
+
+    return padded
+
+
+def _solve_fixed_step(
+    field, state0: torch.Tensor, times: torch.Tensor, method: Method, steps: int, max_nfe: int | None,
+    max_seconds: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``steps`` uniform steps of torchdiffeq's euler / rk4; curves with non-finite values are flagged."""
+    n = len(state0)
+    needed = steps * _FIXED_STEP_STAGES[method]
+    if max_nfe is not None and needed > max_nfe:
+        return (torch.full((len(times), *state0.shape), float("nan"), dtype=state0.dtype, device=state0.device),
+                torch.full((n,), OVER_NFE, dtype=torch.long), torch.zeros(n, dtype=torch.long))
     start = time.perf_counter()
 
     def rhs(t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        counter["nfe"] += 1
-        if max_nfe is not None and counter["nfe"] > max_nfe:
-            raise _BudgetExceeded
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             raise _BudgetExceeded
-        position, velocity = state[:, :k], state[:, k:]
-        out = torch.cat([velocity, geodesic_acceleration(loss, position, velocity, hvp)], dim=1)
-        bad = ~torch.isfinite(out).all(dim=1)
-        if bool(bad.any()):
-            raise GeodesicError(
-                f"non-finite geodesic acceleration at t = {float(t):.4g} for sample(s) "
-                f"{labels[bad].tolist()[:10]} (initial speed(s) {v[bad].norm(dim=1).tolist()[:10]}); "
-                "the loss or its derivatives overflow along the curve: reduce the scale of v"
-            )
-        return out
+        return field(state)
 
-    state0 = torch.cat([theta.expand(n, k), v], dim=1)
-    if method == "dopri5":
-        options = {"norm": _per_curve_max_rms(n)}
-        states = odeint(rhs, state0, times, method="dopri5", rtol=rtol, atol=atol, options=options)
-    else:
-        grid_step = float(times[-1] - times[0]) / steps
-        states = odeint(rhs, state0, times, method=method, options={"step_size": grid_step})
-    return states, counter["nfe"]
+    try:
+        states = odeint(rhs, state0, times, method=method, options={"step_size": float(times[-1]) / steps})
+    except _BudgetExceeded:
+        states = torch.full((len(times), *state0.shape), float("nan"), dtype=state0.dtype, device=state0.device)
+        return states, torch.full((n,), OVER_TIME, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    bad = ~torch.isfinite(states).all(dim=2).all(dim=0)
+    states[:, bad] = float("nan")
+    status = torch.where(bad.cpu(), COLLAPSED, CONVERGED)
+    return states, status, torch.full((n,), needed, dtype=torch.long)
 
 
-def _fingerprint(theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, *options: object) -> str:
+def _fingerprint(loss: Loss, theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, *options: object) -> str:
+    """SHA-256 of the inputs, the options and the loss's value and gradient at theta (a different loss
+    gives a different fingerprint; evaluating it costs one gradient)."""
     digest = hashlib.sha256()
-    for tensor in (theta, v, times):
+    with torch.no_grad():
+        value = loss(theta).detach().reshape(1)
+    for tensor in (theta, v, times, value, loss_gradient(loss, theta)):
         digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(repr(options).encode())
     return digest.hexdigest()
+
+
+def _check_inputs(theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor | None, method: str,
+                  steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the tensors of :func:`solve_geodesics`; returns v as [S, K] and the output times."""
+    require_tensor("theta", theta)
+    require_tensor("v", v)
+    if not theta.is_floating_point() or v.dtype != theta.dtype or v.device != theta.device:
+        raise ValueError(f"theta and v must be floating-point tensors of one dtype and device; got theta "
+                         f"{theta.dtype} on {theta.device}, v {v.dtype} on {v.device} (convert v with v.to(theta))")
+    if theta.ndim != 1:
+        raise ValueError(f"theta must have shape [K], got {tuple(theta.shape)}")
+    v2 = v[None] if v.ndim == 1 else v
+    if v2.ndim != 2 or v2.shape[1] != theta.shape[0]:
+        raise ValueError(f"v must have shape [K] or [S, K] with K = {theta.shape[0]}, got {tuple(v.shape)}")
+    if len(v2) == 0:
+        raise ValueError("v has no rows: give at least one initial velocity")
+    require_finite("theta", theta)
+    require_finite("v", v2)
+    if method not in ("dopri5", "euler", "rk4"):
+        raise ValueError(f"method must be 'dopri5', 'euler' or 'rk4', got {method!r}")
+    times = torch.tensor([0.0, 1.0]) if times is None else times
+    times = torch.as_tensor(times, dtype=theta.dtype, device=theta.device)
+    if (times.ndim != 1 or len(times) < 2 or not bool(torch.isfinite(times).all()) or times[0] != 0
+            or bool((times.diff() <= 0).any())):
+        raise ValueError(f"times must be a finite, strictly increasing 1-D tensor starting at 0, got {times.tolist()}")
+    if method != "dopri5":
+        grid = times / (times[-1] / steps)
+        if not torch.allclose(grid, grid.round(), rtol=0, atol=1e-9):
+            raise ValueError(f"{method} takes {steps} uniform steps over [0, {float(times[-1]):g}]: the output times "
+                             f"{times.tolist()} must lie on that grid (choose steps so that they do)")
+    return v2, times
+
+
+def _solve_pending(
+    field, theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, pending: torch.Tensor, chunk: int,
+    method: Method, rtol: float, atol: float, steps: int, max_nfe: int | None, max_seconds: float | None,
+    record,
+) -> None:
+    """Solve the curves ``pending`` in batches of ``chunk``; ``record(batch, finished)`` stores results."""
+    k = len(theta)
+    for batch in pending.split(chunk) if len(pending) else ():
+        state0 = torch.cat([theta.expand(len(batch), k), v[batch.to(v.device)]], dim=1)
+        if method == "dopri5":
+            solve_rows(field, state0, times, rtol, atol, max_nfe, max_seconds,
+                       on_finish=lambda done, batch=batch: record(batch, done))
+            continue
+        out, codes, used = _solve_fixed_step(field, state0, times, method, steps, max_nfe, max_seconds)
+        reached = torch.where(codes == CONVERGED, times[-1].cpu(), torch.zeros((), dtype=times.dtype))
+        record(batch, RowsFinished(torch.arange(len(batch)), codes, used, out, reached))
 
 
 def solve_geodesics(
@@ -136,10 +237,11 @@ def solve_geodesics(
     steps: int = 100,
     max_nfe: int | None = None,
     max_seconds: float | None = None,
-    hvp: HvpMode = "forward",
+    hvp: HvpMode = "reverse",
     chunk_size: int | None = None,
     progress: bool = False,
     checkpoint: str | Path | None = None,
+    compile_rhs: bool = False,
 ) -> GeodesicSolution:
     """Solve the geodesic equation (19) from alpha(0) = theta with alpha'(0) = v for every row of v.
 
@@ -150,98 +252,82 @@ def solve_geodesics(
     theta:
         Start point [K] (theta* in Algorithm 1).
     v:
-        Initial velocities [S, K] (or [K] for one curve).
+        Initial velocities [S, K] (or [K] for one curve), of theta's dtype and device.
     times:
         Increasing output times starting at 0; default ``[0, 1]``.
     method:
-        ``dopri5`` (adaptive; ``rtol``/``atol``) or fixed-step ``euler`` / ``rk4`` (``steps``
-        uniform steps over ``[0, times[-1]]``; the times must lie on that grid).
+        ``dopri5`` (adaptive, a step size per curve; ``rtol``/``atol`` per curve) or fixed-step
+        ``euler`` / ``rk4`` (``steps`` uniform steps over ``[0, times[-1]]``; the times must lie on
+        that grid).
     max_nfe, max_seconds:
-        Budget per batched solve; see the module docstring for how curves are flagged.
+        Evaluation budget per curve, wall-time budget per batch; see the module docstring.
     hvp:
-        ``forward`` (jvp of grad) or ``reverse`` (vjp of grad) Hessian-vector products.
+        ``reverse`` (vjp of grad, the default: on a CPU 1.5x faster than ``forward`` for chapter 8's
+        network, 9.4 against 14.3 ms per curve, and faster for the U-Net, README) or ``forward``
+        (jvp of grad) Hessian-vector products.
     chunk_size:
-        If set, curves are sorted by initial speed ||v|| and solved in batches of this size.
-        Per-curve error control makes a batch take the steps of its hardest curve; grouping curves
-        of similar speed keeps easy curves from paying for hard ones (``benchmarks/geodesics.py``).
+        If set, curves are solved in batches of this many (in their order), which bounds the
+        memory of one vmapped right-hand side (the U-Net of chapter 12); default: one batch.
     progress:
         Show a progress bar over curves.
     checkpoint:
-        File to save solved curves to (atomically, every ``CHECKPOINT_EVERY_SECONDS`` and at the
-        end) and to resume from. The fingerprint covers theta, v, times and the solver options
-        but not the loss function: use a different file for a different loss.
+        File to save finished curves to (atomically, every ``CHECKPOINT_EVERY_SECONDS`` and at the
+        end) and to resume from; see the module docstring.
+    compile_rhs:
+        ``torch.compile`` the right-hand side (pays off for long solves: each batch size compiles
+        once, about 10 s on a CPU). Compiled and eager arithmetic round differently, so a profile
+        fixes this choice (``Profile.compile_geodesics``).
     """
-    if theta.ndim != 1:
-        raise ValueError(f"theta must have shape [K], got {tuple(theta.shape)}")
-    v2 = v[None] if v.ndim == 1 else v
-    if v2.ndim != 2 or v2.shape[1] != theta.shape[0]:
-        raise ValueError(f"v must have shape [K] or [S, K] with K = {theta.shape[0]}, got {tuple(v.shape)}")
-    if not bool(torch.isfinite(theta).all()) or not bool(torch.isfinite(v2).all()):
-        raise ValueError("theta and v must be finite")
-    if method not in ("dopri5", "euler", "rk4"):
-        raise ValueError(f"method must be 'dopri5', 'euler' or 'rk4', got {method!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
-    if times is None:
-        times = torch.tensor([0.0, 1.0])
-    times = torch.as_tensor(times, dtype=theta.dtype, device=theta.device)
-    if times.ndim != 1 or len(times) < 2 or times[0] != 0 or bool((times.diff() <= 0).any()):
-        raise ValueError("times must be a strictly increasing 1-D tensor starting at 0")
+    _check_solver_options(rtol, atol, steps, max_nfe, max_seconds, chunk_size, hvp)
+    v2, times = _check_inputs(theta, v, times, method, steps)
 
     n, k = v2.shape
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     fingerprint = None
     if checkpoint is not None:
-        fingerprint = _fingerprint(theta, v2, times, method, rtol, atol, steps, max_nfe, max_seconds, hvp, chunk_size)
-    saved = load_checkpoint(checkpoint, fingerprint, "theta, v, times or solver options")
+        fingerprint = _fingerprint(loss, theta, v2, times, method, rtol, atol, steps, max_nfe, max_seconds, hvp,
+                                   chunk_size, compile_rhs)
+    saved = load_checkpoint(checkpoint, fingerprint, "loss, theta, v, times or solver options",
+                            required=("states", "status", "nfe", "reached"))
     if saved is None:
         states = torch.full((len(times), n, 2 * k), float("nan"), dtype=theta.dtype, device=theta.device)
-        converged = torch.zeros(n, dtype=torch.bool)
+        status = torch.full((n,), -1, dtype=torch.long)
         nfe = torch.zeros(n, dtype=torch.long)
-        done = torch.zeros(n, dtype=torch.bool)
+        reached = torch.zeros(n, dtype=theta.dtype)
     else:
         states = saved["states"].to(theta.device)
-        converged, nfe, done = saved["converged"], saved["nfe"], saved["done"]
+        status, nfe, reached = saved["status"], saved["nfe"], saved["reached"]
 
     def save() -> None:
         if checkpoint is not None:
-            payload = {"fingerprint": fingerprint, "states": states.cpu(), "converged": converged, "nfe": nfe, "done": done}
+            payload = {"fingerprint": fingerprint, "states": states.cpu(), "status": status, "nfe": nfe,
+                       "reached": reached}
             atomic_torch_save(payload, Path(checkpoint))
 
-    order = torch.argsort(v2.norm(dim=1).cpu(), descending=True)
-    order = order[~done[order]]
-    pending = list(order.split(chunk_size or n)) if len(order) else []
-    bar = tqdm(total=n, initial=int(done.sum()), desc="geodesics", unit="curve", disable=not progress)
+    pending = (status < 0).nonzero().flatten()
+    bar = tqdm(total=n, initial=n - len(pending), desc="geodesics", unit="curve", disable=not progress)
     last_save = time.perf_counter()
-    while pending:
-        idx = pending.pop()
-        try:
-            out, used = _solve_batch(
-                loss, theta, v2[idx.to(v2.device)], times, method, rtol, atol, steps, max_nfe, max_seconds, hvp, idx
-            )
-        except _BudgetExceeded:
-            if len(idx) > 1:
-                half = len(idx) // 2
-                pending += [idx[half:], idx[:half]]
-            else:
-                done[idx] = True
-                bar.update(1)
-            continue
-        states[:, idx.to(states.device)] = out
-        converged[idx] = True
-        nfe[idx] = used
-        done[idx] = True
-        bar.update(len(idx))
+
+    def record(batch: torch.Tensor, done: RowsFinished) -> None:
+        nonlocal last_save
+        rows = batch[done.rows]
+        states[:, rows.to(states.device)] = done.states
+        status[rows], nfe[rows], reached[rows] = done.status, done.nfe, done.times_reached.cpu()
+        bar.update(len(rows))
         if time.perf_counter() - last_save > CHECKPOINT_EVERY_SECONDS:
             save()
             last_save = time.perf_counter()
+
+    field = _velocity_field(loss, k, hvp, compile_rhs)
+    # every solve compiles its own field (it closes over this loss): room for many solves per process
+    with torch._dynamo.config.patch(recompile_limit=256):
+        _solve_pending(field, theta, v2, times, pending, chunk_size or n, method, rtol, atol, steps, max_nfe,
+                       max_seconds, record)
     bar.close()
-    if saved is None or len(order):
+    if saved is None or len(pending):
         save()
-    solution = GeodesicSolution(times, states[..., :k], states[..., k:], converged, nfe)
+    solution = GeodesicSolution(times, states[..., :k], states[..., k:], status, nfe, reached)
     if v.ndim == 1:
-        return GeodesicSolution(times, solution.position[:, 0], solution.velocity[:, 0], converged, nfe)
+        return GeodesicSolution(times, solution.position[:, 0], solution.velocity[:, 0], status, nfe, reached)
     return solution
 
 
@@ -263,8 +349,9 @@ def exp_map(
     if not bool(solution.converged.all()):
         failed = (~solution.converged).nonzero().flatten().tolist()
         raise GeodesicError(
-            f"{len(failed)} geodesic(s) did not converge within the budget: samples {failed[:20]}; "
-            "raise max_nfe/max_seconds, or use solve_geodesics() to filter them (App. D.3.1)"
+            f"{len(failed)} geodesic(s) did not converge: samples {failed[:20]} ({solution.failures()}). "
+            "Over budget: raise max_nfe/max_seconds; collapsed: the loss or its derivatives are not finite "
+            "ahead on the curve, reduce the scale of v. solve_geodesics() keeps the other curves (App. D.3.1)"
         )
     return solution.position if times is not None else solution.endpoint
 
@@ -318,8 +405,7 @@ def euler_curve_approximation(
 
     Returns ``(alpha_1, kappa)`` for v of shape [K] or [S, K] (batched, one pass per step).
     """
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    require_positive_int("n", n)
     if theta.ndim != 1 or v.shape[-1] != theta.shape[0] or v.ndim not in (1, 2):
         raise ValueError(f"need theta [K] and v [K] or [S, K]; got {tuple(theta.shape)}, {tuple(v.shape)}")
     eps = 1.0 / n

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
+from ..infra.validation import require_positive_int
+
 HVP = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -53,7 +55,7 @@ def lanczos(
     eigenvectors:
         [dim, m] orthonormal Ritz vectors Q V, columns matching ``eigenvalues``.
     """
-    if not 1 <= k <= dim:
+    if not 1 <= require_positive_int("k", k) <= require_positive_int("dim", dim):
         raise ValueError(f"need 1 <= k <= dim, got k = {k}, dim = {dim}")
     q = torch.randn(dim, generator=generator, dtype=dtype).to(device)
     q = q / q.norm()

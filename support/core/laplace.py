@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, vjp, vmap
 
+from ..infra.validation import require_finite, require_non_negative, require_positive_int, require_tensor
 from .geodesics import GeodesicSolution, solve_geodesics
 from .lanczos import lanczos
 from .monge_metric import HvpMode, Loss, SummedLoss, gradient_and_hvp
@@ -45,6 +46,21 @@ class LowRankLaplace:
     """Eigenpairs dropped because lambda <= min_eigenvalue (the indefinite part of H)."""
     prior_precision: float = 0.0
 
+    def __post_init__(self) -> None:
+        require_tensor("eigenvalues", self.eigenvalues)
+        require_tensor("eigenvectors", self.eigenvectors)
+        if self.eigenvalues.ndim != 1 or self.eigenvectors.ndim != 2 or self.eigenvectors.shape[1:] != self.eigenvalues.shape:
+            raise ValueError(f"need eigenvalues [r] and eigenvectors [K, r]; got {tuple(self.eigenvalues.shape)}, "
+                             f"{tuple(self.eigenvectors.shape)}")
+        require_finite("eigenvalues", self.eigenvalues)
+        require_finite("eigenvectors", self.eigenvectors)
+        require_non_negative("prior_precision", self.prior_precision)
+        if not bool((self.eigenvalues > 0).all()):
+            raise ValueError(f"every kept eigenvalue must be positive (variance 1 / lambda), got minimum "
+                             f"{float(self.eigenvalues.min()):.3g}: build the approximation with positive_part()")
+        if isinstance(self.n_dropped, bool) or not isinstance(self.n_dropped, int) or self.n_dropped < 0:
+            raise ValueError(f"n_dropped must be a non-negative integer, got {self.n_dropped!r}")
+
     @property
     def dim(self) -> int:
         return self.eigenvectors.shape[0]
@@ -55,8 +71,8 @@ class LowRankLaplace:
 
     def sample(self, n: int, generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
         """n velocities v ~ N(0, scale^2 Sigma) of shape [n, K] (``scale`` is the paper's eta / t)."""
-        if n < 1:
-            raise ValueError(f"n must be positive, got {n}")
+        require_positive_int("n", n)
+        require_non_negative("scale", scale)
         dtype, device = self.eigenvectors.dtype, self.eigenvectors.device
         z = torch.randn(n, self.rank, generator=generator, dtype=dtype).to(device)
         v = (z * (self.eigenvalues + self.prior_precision).rsqrt()) @ self.eigenvectors.T
@@ -93,14 +109,18 @@ def positive_part(
 ) -> LowRankLaplace:
     """Keep the eigenpairs with eigenvalue > ``min_eigenvalue`` (App. D.2) and count the dropped ones.
 
-    Raises if nothing is left (the Hessian has no positive curvature: not a minimum).
+    Raises if nothing is left (the Hessian has no positive curvature: not a minimum), and on a
+    non-finite eigenvalue (which "> min_eigenvalue" would silently drop as indefinite).
     """
-    if eigenvalues.ndim != 1 or eigenvectors.shape[1:] != eigenvalues.shape:
+    if eigenvalues.ndim != 1 or eigenvectors.ndim != 2 or eigenvectors.shape[1:] != eigenvalues.shape:
         raise ValueError(
             f"need eigenvalues [r] and eigenvectors [K, r]; got {tuple(eigenvalues.shape)}, {tuple(eigenvectors.shape)}"
         )
-    if prior_precision < 0 or min_eigenvalue < 0:
-        raise ValueError("prior_precision and min_eigenvalue must be non-negative")
+    if len(eigenvalues) == 0:
+        raise ValueError("the spectrum is empty: pass at least one eigenpair")
+    require_finite("eigenvalues", eigenvalues)
+    require_non_negative("prior_precision", prior_precision)
+    require_non_negative("min_eigenvalue", min_eigenvalue)
     keep = eigenvalues > min_eigenvalue
     if not bool(keep.any()):
         raise ValueError(
@@ -123,6 +143,7 @@ def exact_hessian(loss: Loss, theta: torch.Tensor, chunk: int = 256) -> torch.Te
     through one reverse-over-reverse pullback (2.7x faster than ``torch.func.hessian`` for the
     1,185-parameter flow network on CPU: 17 s vs 46 s).
     """
+    require_positive_int("chunk", chunk)
     _, pullback = vjp(grad(loss), theta)
     eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
     h = torch.cat([vmap(pullback)(block)[0] for block in eye.split(chunk)])
@@ -149,7 +170,14 @@ def hessian_vector_product(loss: Loss, theta: torch.Tensor, mode: HvpMode = "for
 
 def exact_laplace(loss: Loss, theta: torch.Tensor, min_eigenvalue: float = 0.0, prior_precision: float = 0.0) -> LowRankLaplace:
     """Laplace approximation from the exact Hessian (eigendecomposition, then the positive part)."""
-    values, vectors = torch.linalg.eigh(exact_hessian(loss, theta))
+    if require_tensor("theta", theta).ndim != 1 or not theta.is_floating_point():
+        raise ValueError(f"theta must be a floating-point vector [K], got {theta.dtype} of shape {tuple(theta.shape)} "
+                         "(flatten the parameters with support.core.parameters)")
+    hessian = exact_hessian(loss, require_finite("theta", theta))
+    if not bool(torch.isfinite(hessian).all()):
+        raise ValueError("the Hessian at theta has non-finite entries: the loss or its second derivatives are not "
+                         "finite there (check the loss at theta; a NaN loss gives a NaN Hessian)")
+    values, vectors = torch.linalg.eigh(hessian)
     return positive_part(values, vectors, min_eigenvalue, prior_precision)
 
 

@@ -135,4 +135,6 @@ def geodesic_acceleration(
         )
     if theta.ndim == 1:
         return _acceleration(loss, theta, velocity, mode)
+    if len(theta) == 0:
+        raise ValueError("theta and velocity have no rows (S = 0): pass at least one curve")
     return vmap(lambda th, ve: _acceleration(loss, th, ve, mode))(theta, velocity)

@@ -7,8 +7,8 @@ the density estimator. This book uses:
 * **Direction** KL(p_* || q): the target first, as the paper writes it. It is the expected
   log-likelihood gap of target samples under the model, so it punishes a model that misses
   target mass (memorisation: all mass on the training points) and is finite for a KDE q.
-* **Estimator** q = Gaussian KDE of the generated subset (``scipy.stats.gaussian_kde``) with its
-  bandwidth chosen by leave-one-out likelihood cross-validation. Scott's rule, scipy's default,
+* **Estimator** q = Gaussian KDE of the generated subset with its bandwidth chosen by leave-one-out
+  likelihood cross-validation (``FixedBandwidthKDE``; ``scipy.stats.gaussian_kde`` for Scott's rule). Scott's rule, scipy's default,
   sets the bandwidth from the overall standard deviation; for two well-separated modes that is
   the distance between the modes, which smears a memorised sample into a good-looking density
   (the 1D chapter shows both).
@@ -22,6 +22,7 @@ network simplex (``ot.emd2``), as App. C.2 uses for the 2D experiment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,10 +34,14 @@ from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 from scipy.stats import gaussian_kde, wasserstein_distance
 
+from ..infra.validation import require_finite, require_positive_int, require_tensor
+
 BANDWIDTHS = np.geomspace(1e-3, 3.0, 121)
 """Candidate KDE bandwidths for leave-one-out cross-validation."""
 MAX_LOO_POINTS = 5000
 """Leave-one-out cross-validation forms an n x n matrix: larger samples must be subsampled."""
+GRID_MASS_SHORTFALL = 1e-3
+"""How far the trapezoid mass of p_* on a KL grid may miss 1 before the grid is refused."""
 
 
 def _as_1d_numpy(samples: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
@@ -64,15 +69,38 @@ def loo_bandwidth(samples: torch.Tensor | np.ndarray, candidates: np.ndarray = B
     return float(candidates[int(np.argmax(loo))])
 
 
-def kde(samples: torch.Tensor | np.ndarray, bandwidth: float | str = "loo") -> gaussian_kde:
-    """scipy's Gaussian KDE of 1D ``samples``; ``bandwidth`` is ``"loo"``, ``"scott"`` or a number."""
+@dataclass(frozen=True)
+class FixedBandwidthKDE:
+    """The 1D Gaussian KDE q(x) = (1/n) sum_i N(x; x_i, h^2) for a given bandwidth h.
+
+    scipy's ``gaussian_kde`` scales its kernel by the samples' covariance, which is singular for
+    identical samples (a fully memorising model) even when h is given; this one needs only h.
+    """
+
+    samples: np.ndarray
+    bandwidth: float
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        z = (np.asarray(x, dtype=np.float64)[:, None] - self.samples[None, :]) / self.bandwidth
+        return logsumexp(-0.5 * z**2, axis=1) - np.log(len(self.samples) * self.bandwidth * np.sqrt(2 * np.pi))
+
+    def pdf(self, x: np.ndarray) -> np.ndarray:
+        return np.exp(self.logpdf(x))
+
+
+def kde(samples: torch.Tensor | np.ndarray, bandwidth: float | str = "loo") -> gaussian_kde | FixedBandwidthKDE:
+    """Gaussian KDE of 1D ``samples``; ``bandwidth`` is ``"loo"``, ``"scott"`` (scipy's rule) or a number."""
     x = _as_1d_numpy(samples, "samples")
     if bandwidth == "scott":
+        if x.std() == 0:
+            raise ValueError("Scott's rule sets the bandwidth from the samples' spread, which is 0 (identical "
+                             "samples, e.g. a fully memorising model): pass an explicit bandwidth or 'loo'")
         return gaussian_kde(x)
-    h = loo_bandwidth(x) if bandwidth == "loo" else float(bandwidth)
-    if h <= 0:
-        raise ValueError(f"bandwidth must be positive, got {h}")
-    return gaussian_kde(x, bw_method=h / x.std(ddof=1))
+    if bandwidth == "loo":
+        return FixedBandwidthKDE(x, loo_bandwidth(x))
+    if isinstance(bandwidth, str) or not math.isfinite(float(bandwidth)) or float(bandwidth) <= 0:
+        raise ValueError(f"bandwidth must be 'loo', 'scott' or a finite positive number, got {bandwidth!r}")
+    return FixedBandwidthKDE(x, float(bandwidth))
 
 
 def kl_target_to_kde(
@@ -83,14 +111,23 @@ def kl_target_to_kde(
 ) -> float:
     """KL(p_* || q) with q the KDE of ``samples``, by the trapezoid rule on the 1D ``grid``.
 
-    ``grid`` must cover the target's mass (the integrand is p_*-weighted).
+    ``grid`` must be increasing and cover the target's mass (the integrand is p_*-weighted): a
+    descending grid would flip the sign, and a grid holding less than ``1 - GRID_MASS_SHORTFALL`` of
+    p_* raises.
     """
-    if grid.ndim != 1 or len(grid) < 3:
+    if require_tensor("grid", grid).ndim != 1 or len(grid) < 3:
         raise ValueError("grid must be a 1-D tensor of at least 3 points")
+    x = require_finite("grid", grid).detach().cpu().numpy().astype(np.float64)
+    if not (np.diff(x) > 0).all():
+        raise ValueError("grid must be strictly increasing (a descending grid flips the sign of the integral)")
     log_p = target_log_prob(grid[:, None]).detach().cpu().numpy().astype(np.float64)
-    log_q = kde(samples, bandwidth).logpdf(grid.detach().cpu().numpy())
     p = np.exp(log_p)
-    return float(trapezoid(p * (log_p - log_q), grid.detach().cpu().numpy()))
+    mass = float(trapezoid(p, x))
+    if abs(1 - mass) > GRID_MASS_SHORTFALL:
+        raise ValueError(f"the grid [{x[0]:.3g}, {x[-1]:.3g}] holds {mass:.6f} of the target's mass, not 1: widen "
+                         "or refine it so that the integral covers p_*")
+    log_q = kde(samples, bandwidth).logpdf(x)
+    return float(trapezoid(p * (log_p - log_q), x))
 
 
 @dataclass(frozen=True)
@@ -119,7 +156,8 @@ def repeated_kl(
 ) -> RepeatedEstimate:
     """KL(p_* || KDE) on ``repetitions`` random subsets of ``subset`` samples (Fig. 5, App. C.1)."""
     flat = samples.reshape(-1)
-    if subset > len(flat):
+    require_positive_int("repetitions", repetitions)
+    if require_positive_int("subset", subset) > len(flat):
         raise ValueError(f"subset of {subset} requested from only {len(flat)} samples")
     values = [
         kl_target_to_kde(target_log_prob, flat[torch.randperm(len(flat), generator=generator)[:subset]], grid, bandwidth)

@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import torch
 
+from ..infra.validation import require_finite, require_positive_int, require_tensor
+
 _CHUNK = 4096
 
 
 def _check_inputs(generated: torch.Tensor, train: torch.Tensor, neighbours: int) -> None:
     for name, x in (("generated", generated), ("train", train)):
-        if x.ndim != 2:
+        if require_tensor(name, x).ndim != 2:
             raise ValueError(
                 f"{name} must have shape [N, D] (use x[:, None] for 1-D data), got {tuple(x.shape)}"
             )
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains non-finite values")
+        if len(x) == 0:
+            raise ValueError(f"{name} has no points: the memorisation ratio of an empty set is undefined")
+        require_finite(name, x)
     if generated.shape[1] != train.shape[1]:
         raise ValueError(
             f"generated has dimension {generated.shape[1]} but train has {train.shape[1]}"
         )
-    if neighbours < 1:
-        raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+    require_positive_int("neighbours", neighbours)
     if train.shape[0] < neighbours + 1:
         raise ValueError(
             f"need at least {neighbours + 1} training points for {neighbours} next-closest "
@@ -62,9 +64,12 @@ def neighbour_distances(
 
     Returns ``(d1, d_ref)``, each of shape [N]: d1 = ||x - x^(1)||^2 and d_ref the mean of
     ||x - x^(k)||^2 over k = 2..neighbours+1 (for ``neighbours=1`` simply ||x - x^(2)||^2).
-    Computed in chunks of generated points, so N x M distance matrices never exceed a few MB per D.
+    Computed in float64 (float32 squares overflow to inf beyond |x| ~ 1e19, and inf <= c * inf would
+    count as memorised), in chunks of generated points, so N x M distance matrices never exceed a few
+    MB per D. Distances that overflow even in float64 raise.
     """
     _check_inputs(generated, train, neighbours)
+    generated = generated.to(torch.float64)
     train = train.to(generated)
     d1_parts, ref_parts = [], []
     for chunk in generated.split(_CHUNK):
@@ -74,7 +79,11 @@ def neighbour_distances(
         nearest = torch.topk(sq, neighbours + 1, dim=1, largest=False).values  # sorted ascending
         d1_parts.append(nearest[:, 0])
         ref_parts.append(nearest[:, 1:].mean(dim=1))
-    return torch.cat(d1_parts), torch.cat(ref_parts)
+    d1, d_ref = torch.cat(d1_parts), torch.cat(ref_parts)
+    if not bool(torch.isfinite(d_ref).all()):
+        raise ValueError("squared distances overflow float64: the points are too far apart (beyond ~1e154) for "
+                         "Definition 2.1 to compare them; clip or drop the diverged points first")
+    return d1, d_ref
 
 
 def is_memorised(
@@ -110,7 +119,7 @@ def memorisation_ratio(
     -------
     A 0-d tensor, or a tensor of shape [len(c)].
     """
-    return is_memorised(generated, train, c, neighbours).to(generated.dtype).mean(dim=-1)
+    return is_memorised(generated, train, c, neighbours).to(torch.float64).mean(dim=-1)
 
 
 def copy_fraction(generated: torch.Tensor, train: torch.Tensor, tolerance: float = 1e-6) -> float:

@@ -33,7 +33,7 @@ from ..models.flow_matching import generate
 from .memorising_flow import FlowLaplace, MemorisingFlow
 
 GEODESIC_BUDGET = 20_000
-"""Right-hand-side evaluations per batch of geodesics before a curve is filtered (App. D.3.1)."""
+"""Right-hand-side evaluations of one geodesic before it is filtered (App. D.3.1)."""
 KL_GRID_1D = torch.linspace(-6, 6, 2401)
 """Integration grid of KL(p_* || KDE) in 1D (the target has no mass beyond +-6)."""
 KDE_RANGE_1D = 1e3
@@ -67,13 +67,15 @@ def posterior_ensembles(
     laplace: FlowLaplace, count: int, profile: Profile, generator: torch.Generator, chunk_size: int,
     checkpoint_name: str | None, times: torch.Tensor | None = None,
 ) -> PosteriorEnsembles:
-    """Draw ``count`` velocities v ~ N(0, H_+^{-1}) and solve their geodesics (dopri5, reverse-mode HVPs, the
-    evaluation budget; checkpointed under the build folder when ``checkpoint_name`` is given)."""
+    """Draw ``count`` velocities v ~ N(0, H_+^{-1}) and solve their geodesics (dopri5 with a step size per
+    curve, reverse-mode HVPs, the evaluation budget per curve, compiled as the profile says; checkpointed
+    under the build folder when ``checkpoint_name`` is given)."""
     v = laplace.posterior.sample(count, generator)
     checkpoint = checkpoint_dir(profile) / checkpoint_name if checkpoint_name else None
     start = time.perf_counter()
     solution = solve_geodesics(laplace.loss, laplace.theta_star, v, times=times, hvp="reverse", chunk_size=chunk_size,
-                               max_nfe=GEODESIC_BUDGET, progress=profile.name == "paper", checkpoint=checkpoint)
+                               max_nfe=GEODESIC_BUDGET, progress=profile.name == "paper", checkpoint=checkpoint,
+                               compile_rhs=profile.compile_geodesics)
     return PosteriorEnsembles(v, euclidean_samples(laplace.theta_star, v), solution, time.perf_counter() - start)
 
 

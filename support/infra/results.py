@@ -2,7 +2,8 @@
 
 Every profile builds into ``_build/<profile>`` (the Makefile's ``make book``); the experiment
 chapters write their headline numbers to ``_build/<profile>/results/<name>.json`` and long jobs
-keep checkpoints in ``_build/<profile>/checkpoints``. ``BOOK_BUILD_DIR`` overrides the folder.
+keep checkpoints in ``_build/<profile>/checkpoints``. ``BOOK_BUILD_DIR`` moves ``_build``: every
+profile still gets its own folder inside it.
 
 Every write is atomic (a temporary file in the same folder, then ``os.replace``), so an
 interrupted run never leaves a truncated file behind.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -28,13 +30,15 @@ BUILD_DIR_ENV_VAR = "BOOK_BUILD_DIR"
 
 
 def build_dir(profile: Profile) -> Path:
-    """``$BOOK_BUILD_DIR`` if set, else ``<repo>/_build/<profile run name>`` (where ``make book`` builds).
+    """``<root>/<profile run name>`` with root ``$BOOK_BUILD_DIR`` if set, else ``<repo>/_build`` (where
+    ``make book`` builds).
 
     The run name is the profile's name, with ``-seed<n>`` when ``$BOOK_SEED`` changed the seed, so a
-    run under another seed never overwrites the default seed's results or checkpoints.
+    run under another profile or seed never overwrites this one's results or checkpoints, wherever
+    the root is (#21 D1: a shared override folder let a smoke run replace paper checkpoints).
     """
     override = os.environ.get(BUILD_DIR_ENV_VAR, "").strip()
-    return Path(override) if override else REPO_ROOT / "_build" / profile.run_name
+    return (Path(override) if override else REPO_ROOT / "_build") / profile.run_name
 
 
 def results_dir(profile: Profile) -> Path:
@@ -70,17 +74,33 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be used: damaged, truncated, or not this book's checkpoint."""
+
+
 def load_checkpoint(path: str | Path | None, fingerprint: str | None, inputs: str,
-                    map_location: torch.device | str | None = None) -> dict | None:
+                    map_location: torch.device | str | None = None, required: Sequence[str] = ()) -> dict | None:
     """The checkpoint at ``path`` if it was written for these inputs (same ``fingerprint``), else None.
 
     A missing file gives None; a file for other inputs (``inputs`` names what the fingerprint
     covers) gives None with a warning, and the caller starts afresh and overwrites it. Only
-    tensors and plain containers are unpickled (``weights_only``).
+    tensors and plain containers are unpickled (``weights_only``). An unreadable file (empty,
+    truncated, garbage, an unsafe pickle) or one without the ``required`` entries raises
+    :class:`CheckpointError` naming the file and the fix, and is left in place for inspection.
     """
     if path is None or not Path(path).exists():
         return None
-    saved = torch.load(path, map_location=map_location, weights_only=True)
+    fix = f"delete {path} (or move it away) to start afresh"
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch.load raises EOFError, UnpicklingError, RuntimeError, ... by cause
+        cause = str(error).split("\n")[0][:200]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: {cause}): it is damaged, "
+                              f"truncated or not a checkpoint of this book; {fix}") from None
+    missing = [key for key in ("fingerprint", *required) if key not in saved] if isinstance(saved, dict) else None
+    if missing is None or missing:
+        what = f"a {type(saved).__name__}" if missing is None else f"a checkpoint without {', '.join(missing)}"
+        raise CheckpointError(f"checkpoint {path} is {what}, not one this code writes; {fix}")
     if saved.get("fingerprint") != fingerprint:
         warnings.warn(f"checkpoint {path} belongs to another run: it was written for other inputs ({inputs}); "
                       "starting afresh and overwriting it", stacklevel=3)
@@ -111,11 +131,32 @@ def run_metadata(profile: Profile, name: str | None = None) -> dict[str, Any]:
     }
 
 
+def _non_finite_entries(value: Any, where: str = "results") -> list[str]:
+    """Paths of the NaN and infinite floats inside nested dicts, lists and tuples."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{where} = {value}"]
+    if isinstance(value, Mapping):
+        return [bad for key, item in value.items() for bad in _non_finite_entries(item, f"{where}[{key!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [bad for i, item in enumerate(value) for bad in _non_finite_entries(item, f"{where}[{i}]")]
+    return []
+
+
 def write_results(name: str, results: Mapping[str, Any], profile: Profile) -> Path:
-    """Write ``{"metadata": ..., "results": results}`` to ``results/<name>.json``; returns the path."""
+    """Write ``{"metadata": ..., "results": results}`` to ``results/<name>.json``; returns the path.
+
+    JSON has no NaN or infinity (``json.dumps`` would write a bare ``NaN`` that other readers reject),
+    so a non-finite number raises, naming where it is; store None for a value that does not exist.
+    """
     path = results_dir(profile) / f"{name}.json"
     payload = {"metadata": run_metadata(profile, name), "results": results}
-    atomic_write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", path)
+    try:
+        text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:
+        bad = _non_finite_entries(dict(results))
+        raise ValueError(f"results {name!r} hold non-finite numbers, which JSON cannot store: {'; '.join(bad[:5])}"
+                         f"{' ...' if len(bad) > 5 else ''}; store None where a value does not exist") from None
+    atomic_write_text(text + "\n", path)
     return path
 
 

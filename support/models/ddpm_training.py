@@ -132,7 +132,8 @@ def train_ddpm(
     fingerprint = _fingerprint(plan, images, unet)
     optimiser = torch.optim.Adam(unet.parameters(), lr=plan.learning_rate)
     record = TrainingRecord()
-    state = load_checkpoint(folder / "latest.pt", fingerprint, RUN_INPUTS, device)
+    state = load_checkpoint(folder / "latest.pt", fingerprint, RUN_INPUTS, device,
+                            required=("epoch", "model", "optimiser", "generator", "history", "best_epoch", "best_score"))
     if state is not None:
         unet.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -192,7 +193,7 @@ def train_ddpm(
                 )
                 seen, seconds, losses = 0, 0.0, []
     bar.close()
-    best = load_checkpoint(folder / "best.pt", fingerprint, RUN_INPUTS, device)
+    best = load_checkpoint(folder / "best.pt", fingerprint, RUN_INPUTS, device, required=("epoch", "model"))
     if best is None:
         raise FileNotFoundError(f"{folder / 'best.pt'} is missing or from another run; delete {folder} and retrain")
     unet.load_state_dict(best["model"])

@@ -1,0 +1,209 @@
+"""Dormand-Prince 5(4) with one step size per row and an active set: the adaptive solver of eq (19).
+
+App. D.3.1 of the paper needs an adaptive solver ("only valid results" with Dormand-Prince). A
+batched solve of S geodesics through one ``torchdiffeq.odeint`` call shares one step size and one
+accept/reject decision, so every curve takes the hardest curve's steps and finished curves keep
+being evaluated. Here every row of the state ``y [S, D]`` has its own step size, error estimate and
+accept/reject decision, and a row leaves the batch when it reaches the final time, exceeds its
+evaluation budget or its steps collapse (non-finite values ahead), so the vector field is evaluated
+on the active rows only and a batch costs the sum of its rows' steps.
+
+Numerics (one row alone is a textbook DOPRI5, Hairer, Norsett & Wanner, *Solving ODEs I*, II.4-5):
+
+* tableau of Dormand & Prince (1980), FSAL: 6 evaluations per step after the first;
+* error of a row: RMS over its D components of ``err / (atol + rtol max(|y|, |y_new|))``, accepted
+  when at most 1; new step ``h * clip(0.9 ratio^(-1/5), 0.2, 10)`` (at most ``h`` after a rejection);
+  the initial step by Hairer's rule from f(y0) and one probe evaluation (as torchdiffeq's);
+* steps end exactly at the final time; output times in between come from Hairer's continuous
+  extension of order 4 (dense output), so requested times never shorten a step;
+* a trial step with non-finite stages is rejected with the smallest factor 0.2; a row whose step
+  falls below ``MIN_STEP_FRACTION`` of the interval is flagged ``collapsed`` (a divergence, or a loss
+  that overflows, ahead on the curve), never silently returned.
+
+The vector field must be autonomous (eq (19) is) and act row-wise: ``f(y [A, D]) -> [A, D]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+VectorField = Callable[[torch.Tensor], torch.Tensor]
+
+STATUS = ("converged", "over evaluation budget", "over time budget", "collapsed step size (non-finite values ahead)")
+"""Names of the status codes 0-3 of :class:`RowsFinished`."""
+CONVERGED, OVER_NFE, OVER_TIME, COLLAPSED = range(4)
+MIN_STEP_FRACTION = 1e-12
+"""A row whose step size falls below this fraction of the time interval is flagged ``COLLAPSED``."""
+
+# Dormand & Prince (1980): nodes c, stage matrix a, 5th-order weights b, error weights e = b - b*.
+_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
+_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+)
+_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
+_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+# Hairer's dense output of DOPRI5 (dopri5.f, DOPCOR): weights of k1, k3, k4, k5, k6, k7.
+_D = (-12715105075 / 11282082432, 87487479700 / 32700410799, -10690763975 / 1880347072,
+      701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29380423)
+_SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
+
+
+@dataclass(frozen=True)
+class RowsFinished:
+    """Rows that left the active set in one step of :func:`solve_rows`."""
+
+    rows: torch.Tensor
+    """[R] indices into the batch."""
+    status: torch.Tensor
+    """[R] codes into :data:`STATUS`."""
+    nfe: torch.Tensor
+    """[R] evaluations of f spent on each row."""
+    states: torch.Tensor
+    """[T, R, D] the solution at the output times (NaN for rows that did not converge)."""
+    times_reached: torch.Tensor
+    """[R] the time each row had reached (the final time for converged rows)."""
+
+
+def _weighted(ks: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:
+    total = torch.zeros_like(ks[0])
+    for weight, k in zip(weights, ks):
+        if weight:
+            total = total + weight * k
+    return total
+
+
+def _error_ratio(y: torch.Tensor, y_new: torch.Tensor, error: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
+    scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
+    return (error / scale).square().mean(dim=1).sqrt()
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean(dim=1).sqrt()
+
+
+def _initial_step(f: VectorField, y0: torch.Tensor, f0: torch.Tensor, rtol: float, atol: float,
+                  span: float) -> torch.Tensor:
+    """Hairer's starting step per row (II.4, 'Automatic step size control'), from f0 and one probe."""
+    scale = atol + rtol * y0.abs()
+    d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    f1 = f(y0 + h0[:, None] * f0)
+    d2 = _rms((f1 - f0) / scale) / h0
+    tiny = (d1 <= 1e-15) & (d2 <= 1e-15)
+    h1 = torch.where(tiny, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / torch.maximum(d1, d2)) ** (1 / 5))
+    h = torch.minimum(100 * h0, h1)
+    return torch.where(torch.isfinite(h), h, torch.full_like(h, span)).clamp(max=span)
+
+
+def _dense_output(y: torch.Tensor, y_new: torch.Tensor, k: list[torch.Tensor], h: torch.Tensor,
+                  theta: torch.Tensor) -> torch.Tensor:
+    """Hairer's 4th-order continuous extension at fractions ``theta`` [A] of each row's step."""
+    diff = y_new - y
+    b_spline = h * k[0] - diff
+    fourth = diff - h * k[6] - b_spline
+    fifth = h * _weighted([k[0], k[2], k[3], k[4], k[5], k[6]], _D)
+    th = theta[:, None]
+    return y + th * (diff + (1 - th) * (b_spline + th * (fourth + (1 - th) * fifth)))
+
+
+def solve_rows(
+    f: VectorField,
+    y0: torch.Tensor,
+    times: torch.Tensor,
+    rtol: float,
+    atol: float,
+    max_nfe: int | None = None,
+    max_seconds: float | None = None,
+    on_finish: Callable[[RowsFinished], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrate y' = f(y) from ``y0`` [S, D] at ``times[0] = 0`` to ``times[-1]``, row by row.
+
+    ``max_nfe`` bounds each row's own evaluations (deterministic); ``max_seconds`` the wall time of
+    the whole call (rows still running then are flagged). ``on_finish`` is called whenever rows leave
+    the active set (for progress bars and checkpoints). Returns ``(states [T, S, D], status [S],
+    nfe [S])``; states of rows that did not converge are NaN. Inputs are validated by the caller
+    (:func:`support.core.geodesics.solve_geodesics`).
+    """
+    start = time.perf_counter()
+    n_rows, _ = y0.shape
+    t_end = float(times[-1])
+    states = torch.full((len(times), *y0.shape), float("nan"), dtype=y0.dtype, device=y0.device)
+    states[0] = y0
+    status = torch.full((n_rows,), -1, dtype=torch.long)
+    nfe = torch.zeros(n_rows, dtype=torch.long)
+
+    active = torch.arange(n_rows, device=y0.device)
+    y = y0.clone()
+    t = torch.zeros(n_rows, dtype=y0.dtype, device=y0.device)
+    next_output = torch.ones(n_rows, dtype=torch.long, device=y0.device)
+    k1 = f(y)
+    h = _initial_step(f, y, k1, rtol, atol, t_end)
+    nfe += 2
+
+    def finish(mask: torch.Tensor, code: torch.Tensor | int) -> None:
+        nonlocal active, y, t, next_output, k1, h
+        if not bool(mask.any()):
+            return
+        rows = active[mask]
+        codes = torch.as_tensor(code, device=y.device).expand(len(rows)) if not torch.is_tensor(code) else code[mask]
+        status[rows.cpu()] = codes.cpu()
+        failed = rows[codes != CONVERGED]
+        states[:, failed] = float("nan")
+        if on_finish is not None:
+            on_finish(RowsFinished(rows.cpu(), codes.cpu(), nfe[rows.cpu()].clone(), states[:, rows], t[mask].clone()))
+        keep = ~mask
+        active, y, t, next_output, k1, h = active[keep], y[keep], t[keep], next_output[keep], k1[keep], h[keep]
+
+    finish(~torch.isfinite(k1).all(dim=1), COLLAPSED)
+    while len(active):
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            finish(torch.ones(len(active), dtype=torch.bool, device=y.device), OVER_TIME)
+            break
+        if max_nfe is not None:
+            finish((nfe[active.cpu()] + 6 > max_nfe).to(y.device), OVER_NFE)
+            if not len(active):
+                break
+        step = torch.minimum(h, t_end - t)
+        ks = [k1]
+        for stage in range(1, 6):
+            ks.append(f(y + step[:, None] * _weighted(ks, _A[stage])))
+        y_new = y + step[:, None] * _weighted(ks, _B)
+        ks.append(f(y_new))
+        nfe[active.cpu()] += 6
+        ratio = _error_ratio(y, y_new, step[:, None] * _weighted(ks, _E), rtol, atol)
+        finite = torch.isfinite(ratio) & torch.isfinite(y_new).all(dim=1) & torch.isfinite(ks[-1]).all(dim=1)
+        accept = finite & (ratio <= 1)
+        factor = torch.where(ratio == 0, torch.full_like(ratio, _MAX_FACTOR), _SAFETY * ratio ** (-1 / 5))
+        factor = factor.clamp(_MIN_FACTOR, _MAX_FACTOR)
+        factor = torch.where(accept, factor, torch.where(finite, factor.clamp(max=1.0), torch.full_like(factor, _MIN_FACTOR)))
+
+        t_new = torch.where(step >= t_end - t, torch.full_like(t, t_end), t + step)
+        for _ in range(len(times)):  # dense output for every requested time inside an accepted step
+            inside = accept & (next_output < len(times))
+            inside &= times[next_output.clamp(max=len(times) - 1)] <= t_new
+            if not bool(inside.any()):
+                break
+            at = times[next_output[inside]]
+            theta = ((at - t[inside]) / step[inside]).clamp(0, 1)
+            ends = at == t_new[inside]
+            value = _dense_output(y[inside], y_new[inside], [k[inside] for k in ks], step[inside, None], theta)
+            value[ends] = y_new[inside][ends]
+            states[next_output[inside], active[inside]] = value
+            next_output = next_output + inside.long()
+
+        y = torch.where(accept[:, None], y_new, y)
+        t = torch.where(accept, t_new, t)
+        k1 = torch.where(accept[:, None], ks[-1], k1)
+        h = step * factor
+        finish(accept & (t >= t_end), CONVERGED)
+        finish(h < MIN_STEP_FRACTION * t_end, COLLAPSED)
+    return states, status, nfe
