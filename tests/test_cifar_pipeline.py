@@ -24,6 +24,7 @@ from support.experiments.cifar_experiment import (
     slope_and_curvature,
 )
 from support.experiments.toy_losses import banana_loss
+from support.infra.results import CheckpointError
 from support.models.cifar_unet import ddpm_scheduler, make_twice_differentiable, smoke_unet_config
 from support.models.ddim import ddim_flow_step, ddim_sample, ddim_scheduler, ensemble_denoiser, generate_images
 from support.models.ddpm_training import TrainingPlan, train_ddpm
@@ -317,3 +318,17 @@ def test_non_finite_images_scores_and_losses_stop_training_with_their_cause(tmp_
         train_ddpm(tiny_unet(), good, ddpm_scheduler(), TrainingPlan(2, 2, 1e30, 1), tmp_path / "loss",
                    torch.Generator())
     assert torch.load(tmp_path / "loss" / "latest.pt", weights_only=True)["epoch"] == 1  # the finite one is kept
+
+
+def test_damaged_training_checkpoints_name_the_file_and_the_fix(tmp_path):
+    """#21: a truncated or wrong-structure latest.pt gave a bare EOFError / KeyError."""
+    good = torch.zeros(2, 3, 8, 8, dtype=torch.float32)
+    folder = tmp_path / "run"
+    train_ddpm(tiny_unet(), good, ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1), folder, torch.Generator())
+    latest = folder / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"latest.pt cannot be read .*delete .*latest.pt"):
+        train_ddpm(tiny_unet(), good, ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1), folder, torch.Generator())
+    torch.save({"fingerprint": "x", "model": {}}, latest)
+    with pytest.raises(CheckpointError, match="without epoch, optimiser, generator"):
+        train_ddpm(tiny_unet(), good, ddpm_scheduler(), TrainingPlan(1, 2, 1e-3, 1), folder, torch.Generator())
