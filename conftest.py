@@ -28,6 +28,16 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+CELL_TIMEOUT_SECONDS = 7200.0
+"""A chapter cell may run as long as under ``make book`` (``_config.yml``, ``execute.timeout``). nbval's own
+default of 2000 s interrupted the paper profile of chapter 8 in its 1,000 geodesics."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("nbval_cell_timeout", default=None) == 2000:  # nbval's default, not asked for
+        config.option.nbval_cell_timeout = CELL_TIMEOUT_SECONDS
+
+
 def _is_jupytext_notebook(path: Path) -> bool:
     if path.suffix != ".md":
         return False
