@@ -61,8 +61,13 @@ def method_color(method: str) -> str:
 
 
 def show_image(ax, image, frame: str | None = None, title: str | None = None) -> None:
-    """Draw one image [3, H, W] in [-1, 1] on ``ax`` without ticks, optionally framed in ``frame`` (a colour)."""
-    ax.imshow(((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy(), interpolation="nearest")
+    """Draw one image [3, H, W] (colour) or [1, H, W] (grey) in [-1, 1] on ``ax`` without ticks, optionally
+    framed in ``frame`` (a colour)."""
+    pixels = ((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    if pixels.shape[2] == 1:
+        ax.imshow(pixels[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(pixels, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)

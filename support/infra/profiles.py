@@ -242,6 +242,22 @@ class CIFARSizes:
 
 
 @dataclass(frozen=True)
+class DigitsSizes(CIFARSizes):
+    """Sizes of the digits chapter: chapter 12's experiment on native 8 x 8 scans, at a size where the MAP
+    memorises on a CPU, with the sample-quality measures the paper does not have."""
+
+    classifier_epochs: int
+    """Adam epochs of the feature classifier, trained on half of the held-out digits."""
+    denoise_timestep: int
+    """DDPM timestep t of the one-step Tweedie denoising that tests whether a perturbed image is a
+    training image plus unstructured noise."""
+    inertial_sigmas: tuple[float, ...]
+    """Stopping noise levels sigma of the training-free inertial baseline (chapter 11) on the same digits."""
+    sink_images: int
+    """Distinct base samples x0 whose images along the top / bottom eigenvector measure the Fig. 6 sink."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between a CI run and a paper-scale run."""
 
@@ -269,6 +285,7 @@ class Profile:
     positive_part: PositivePartSizes
     likelihood: LikelihoodSizes
     cifar: CIFARSizes
+    digits: DigitsSizes
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
@@ -329,6 +346,15 @@ def _smoke() -> Profile:
             path_times=(0.0, 0.25, 0.5, 0.75, 1.0), figure_columns=6, geodesic_rtol=1e-5, geodesic_atol=1e-6,
             geodesic_max_nfe=400, geodesic_chunk=1, models_per_pass=1,
         ),
+        digits=DigitsSizes(
+            images="digits-8x8", n_train=32, unet="digits-8x8", dtype=torch.float32, epochs=800,
+            batch_size=32, learning_rate=2e-3, checkpoint_every=100, compile=False, mixed_precision=False,
+            selection_images=64, ddim_steps=25, hessian_batch=8, n_batches=3, lanczos_k=48,
+            posterior_samples=3, images_per_model=32, etas=(0.01, 0.03, 0.1), direction_stds=30.0,
+            path_times=(0.0, 1 / 30, 0.1, 1 / 3, 1.0), figure_columns=8, geodesic_rtol=1e-5, geodesic_atol=1e-6,
+            geodesic_max_nfe=400, geodesic_chunk=3, models_per_pass=1,
+            classifier_epochs=30, denoise_timestep=100, inertial_sigmas=(1.0, 2.0, 3.0, 4.0), sink_images=16,
+        ),
     )
 
 
@@ -378,6 +404,15 @@ def _paper() -> Profile:
             posterior_samples=10, images_per_model=100, etas=(0.1, 0.25, 0.5, 0.75, 1.0), direction_stds=3.0,
             path_times=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), figure_columns=8, geodesic_rtol=1e-5, geodesic_atol=1e-6,
             geodesic_max_nfe=1000, geodesic_chunk=2, models_per_pass=4,
+        ),
+        digits=DigitsSizes(
+            images="digits-8x8", n_train=128, unet="digits-8x8", dtype=torch.float32, epochs=2000,
+            batch_size=64, learning_rate=2e-3, checkpoint_every=200, compile=False, mixed_precision=False,
+            selection_images=200, ddim_steps=50, hessian_batch=32, n_batches=3, lanczos_k=200,
+            posterior_samples=10, images_per_model=100, etas=(0.005, 0.01, 0.02, 0.04, 0.08), direction_stds=30.0,
+            path_times=(0.0, 1 / 30, 0.1, 1 / 3, 1.0), figure_columns=8, geodesic_rtol=1e-5, geodesic_atol=1e-6,
+            geodesic_max_nfe=1000, geodesic_chunk=10, models_per_pass=1,
+            classifier_epochs=60, denoise_timestep=100, inertial_sigmas=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0), sink_images=32,
         ),
     )
 

@@ -31,7 +31,8 @@ RESULT_CHAPTERS = {
     "likelihood": "book/10_likelihood.md",
     "baselines": "book/11_baselines.md",
     "cifar10": "book/12_cifar10.md",
-    "positive_part": "book/13_positive_part.md",
+    "digits": "book/13_digits.md",
+    "positive_part": "book/14_positive_part.md",
 }
 """The chapter that writes each results file (``write_results(name, ...)``)."""
 

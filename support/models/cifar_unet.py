@@ -7,6 +7,7 @@
   heads of 8 channels with the same weights, a different network that is three times slower to
   differentiate twice on a CPU.
 * :func:`smoke_unet_config` is the same family at 177 k parameters for CPU runs.
+* :func:`digits_unet_config` is the same family for one-channel 8 x 8 images (the digits chapter).
 * :func:`ddpm_scheduler` is the 1000-step linear DDPM schedule used for training (App. D.1).
 * :func:`fixed_batch_loss` is the per-batch loss manifold of App. D.3: the DDPM loss
   ||eps - eps_theta(sqrt(abar_t) x + sqrt(1 - abar_t) eps, t)||^2 with the images, the noise and
@@ -56,7 +57,20 @@ def smoke_unet_config() -> dict[str, Any]:
             "down_block_types": ("DownBlock2D", "AttnDownBlock2D"), "up_block_types": ("AttnUpBlock2D", "UpBlock2D")}
 
 
-UNET_CONFIGS: dict[str, Callable[[], dict[str, Any]]] = {"ddpm-cifar10-32": ddpm_cifar10_config, "smoke": smoke_unet_config}
+def digits_unet_config() -> dict[str, Any]:
+    """The same blocks for grey 8 x 8 images: (32, 64) channels, one layer per block, one-head attention
+    at 4 x 4 (701,345 parameters; conv_in has 320).
+
+    Sized so that it memorises a few dozen to a few hundred digits within minutes of CPU training
+    (the digits chapter), with the attention and the two resolutions of the CIFAR-10 U-Net.
+    """
+    return {**ddpm_cifar10_config(), "sample_size": 8, "in_channels": 1, "out_channels": 1, "layers_per_block": 1,
+            "block_out_channels": (32, 64), "norm_num_groups": 8,
+            "down_block_types": ("DownBlock2D", "AttnDownBlock2D"), "up_block_types": ("AttnUpBlock2D", "UpBlock2D")}
+
+
+UNET_CONFIGS: dict[str, Callable[[], dict[str, Any]]] = {
+    "ddpm-cifar10-32": ddpm_cifar10_config, "smoke": smoke_unet_config, "digits-8x8": digits_unet_config}
 
 
 def unet_config(name: str) -> dict[str, Any]:

@@ -95,19 +95,38 @@ def generate_images(
     models_per_pass: int = 8,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Images [M, N, 3, H, W] of M generators (rows of ``thetas``) from the same noise x0 [N, 3, H, W].
+    """Images [M, N, C, H, W] of M generators (rows of ``thetas``) from the same noise x0 [N, C, H, W],
+    or each from its own noise, x0 [M, N, C, H, W].
 
     ``models_per_pass`` generators share one vmapped network pass (memory grows with it). On a
     CPU one model per pass is fastest (smoke U-Net, 8 models x 16 images per step: 0.35 s one
     at a time, 0.74 s vmapped, 0.82 s as one concatenated batch); a GPU profits from several.
     """
-    if x0.ndim != 4:
-        raise ValueError(f"x0 must have shape [N, C, H, W], got {tuple(x0.shape)}")
+    if x0.ndim not in (4, 5) or (x0.ndim == 5 and len(x0) != len(thetas)):
+        raise ValueError(f"x0 must have shape [N, C, H, W] or [M = {len(thetas)}, N, C, H, W], got {tuple(x0.shape)}")
     if not bool(torch.isfinite(thetas).all()):
         raise ValueError("thetas must be finite (a filtered, unconverged geodesic has no endpoint)")
     unet = unet.eval()
+    noise = x0.expand(len(thetas), *x0.shape) if x0.ndim == 4 else x0
     out = []
-    for block in tqdm(thetas.split(models_per_pass), desc="generators", unit="pass", disable=not progress):
-        start = x0.expand(len(block), *x0.shape).to(block.dtype)
-        out.append(ddim_sample(ensemble_denoiser(unet, layout, block), start, scheduler))
+    for block, start in tqdm(zip(thetas.split(models_per_pass), noise.split(models_per_pass)), desc="generators",
+                             unit="pass", total=-(-len(thetas) // models_per_pass), disable=not progress):
+        out.append(ddim_sample(ensemble_denoiser(unet, layout, block), start.to(block.dtype), scheduler))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def tweedie_denoise(denoiser: Denoiser, images: torch.Tensor, scheduler: DDPMScheduler, timestep: int) -> torch.Tensor:
+    """One-step denoising of ``images`` read as x_t at ``timestep``: Tweedie's estimate of x_0,
+
+        x_0 ~ (x_t - sqrt(1 - abar_t) eps_theta(x_t, t)) / sqrt(abar_t),
+
+    clamped to [-1, 1]. Applied to a finished image, it removes what the denoiser takes for noise
+    at that level and keeps what it takes for signal: a training image plus unstructured noise
+    comes back close to the training image."""
+    steps = scheduler.config.num_train_timesteps
+    if not 0 <= timestep < steps:
+        raise ValueError(f"timestep must lie in [0, {steps}), got {timestep}")
+    abar = scheduler.alphas_cumprod[timestep].to(images)
+    t = torch.full((len(images),), timestep, device=images.device)
+    return ((images - (1 - abar).sqrt() * denoiser(images, t)) / abar.sqrt()).clamp(-1, 1)

@@ -17,6 +17,9 @@ as theta*. Here:
   resumes from its checkpoint and continues as one uninterrupted run would.
 * **Selection** calls ``score(unet)`` at every checkpoint; lower is better (FID, or the book's
   pixel-feature Fréchet fallback, :mod:`support.evaluation.frechet`). Without ``score`` the last one wins.
+  ``diagnostics(unet)``, if given, returns further numbers to record in every checkpoint's
+  history row without selecting by them (the digits chapter records memorisation and quality
+  there and keeps the last checkpoint, the minimum of the training loss).
 * **Speed on a GPU**: bf16 autocast (``mixed_precision``) and ``torch.compile`` (``compile``)
   apply on any device when the plan asks for them (the paper profile asks on CUDA only; the
   tests run both on a CPU); TF32 matrix products are switched on for CUDA training only and
@@ -29,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +45,7 @@ from ..infra.results import atomic_torch_save, load_checkpoint
 from .cifar_unet import ddpm_loss, draw_fixed_batch
 
 Score = Callable[[UNet2DModel], float]
+Diagnostics = Callable[[UNet2DModel], Mapping[str, float]]
 RUN_INPUTS = "training plan, images, architecture or initial weights"
 
 
@@ -112,8 +116,9 @@ def train_ddpm(
     generator: torch.Generator,
     score: Score | None = None,
     progress: bool = True,
+    diagnostics: Diagnostics | None = None,
 ) -> TrainingRecord:
-    """Train ``unet`` (in place) on ``images`` [N, 3, H, W] in [-1, 1]; resume from ``folder`` if possible.
+    """Train ``unet`` (in place) on ``images`` [N, C, H, W] in [-1, 1]; resume from ``folder`` if possible.
 
     On return ``unet`` holds the selected checkpoint's weights. Batches, noise and timesteps are
     drawn from ``generator`` (on the CPU), whose state is checkpointed, so a resumed run continues
@@ -174,6 +179,8 @@ def train_ddpm(
                     raise FloatingPointError(f"the training loss became {row['loss']} by epoch {done}; lower the "
                                              f"learning rate ({plan.learning_rate}); {folder / 'latest.pt'} keeps the "
                                              f"last checkpoint with a finite loss")
+                if diagnostics is not None:
+                    row.update({key: float(value) for key, value in diagnostics(unet).items()})
                 if score is not None:
                     row["score"] = float(score(unet))
                     if not math.isfinite(row["score"]):
