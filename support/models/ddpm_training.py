@@ -89,7 +89,10 @@ TRAJECTORY_INDEPENDENT = ("epochs", "compile")
 def _fingerprint(plan: TrainingPlan, images: torch.Tensor, unet: UNet2DModel) -> str:
     trajectory = {key: value for key, value in asdict(plan).items() if key not in TRAJECTORY_INDEPENDENT}
     digest = hashlib.sha256(repr(sorted(trajectory.items())).encode())
-    digest.update(repr(sorted(unet.config.items())).encode())  # e.g. the number of attention heads: no weight shows it
+    # the architecture (e.g. the number of attention heads: no weight shows it), without diffusers' private
+    # entries: `_use_default_values` lists names in set order, which changes with every interpreter's hash seed
+    config = sorted((key, value) for key, value in unet.config.items() if not key.startswith("_"))
+    digest.update(repr(config).encode())
     digest.update(images.detach().cpu().float().numpy().tobytes())
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(name.encode())
