@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install test book seed-table clean
+.PHONY: install test book check-html seed-table clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ book: $(STAMP)
 	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . --path-output $$out -W -n --keep-going && \
 	mkdir -p $$out && echo $$stamp > $$out/.support-hash && \
 	echo "Open $$(pwd)/$$out/_build/html/index.html"
+
+# Every built page opened offline in headless Chromium (Debian's `chromium` package; nothing is downloaded):
+# fails on untypeset math, TeX left in the text, broken images, empty tables or JavaScript errors, and
+# saves a screenshot per page next to the HTML. Not part of CI (CI has no browser).
+check-html: book
+	@run=$$($(PY) -c "from support.infra.profiles import get_profile as g; print(g().run_name)"); \
+	$(PY) -m support.infra.browser_check _build/$$run/_build/html
 
 # Which checked claims hold under other seeds: every chapter (smoke) for seeds 0-4, one table.
 # SEEDS="0 1 2" and CHAPTERS="book/10_likelihood.md ..." narrow it; about 15 minutes a seed on 2 cores.

@@ -39,6 +39,9 @@ infra.results           build folder, atomic writes, checkpoints, results JSON w
 infra.paper_artefacts   commit a paper-profile run's results and figures to book/paper_results/; show them with provenance
 infra.seed_table        which checked claims hold under other seeds (``make seed-table``)
 infra.validation        argument checks shared by every layer (finite, positive integer, non-negative number)
+infra.offline_html      the scripts and stylesheets a built page loads from the network (the book renders offline)
+infra.sphinx_scripts    a Sphinx extension writing each inline script of a page once (a repeat is a JavaScript error)
+infra.browser_check     every built page opened offline in headless Chromium: math, images, tables, JS errors (make check-html)
 
 core.parameters         losses as functions of a flat parameter vector, for any subset of a module
 core.monge_metric       G = I + grad L grad L^T (eq 16-18), Sherman-Morrison, the geodesic acceleration (eq 19)
@@ -51,7 +54,7 @@ core.laplace            exact / Lanczos Laplace approximations, positive part, s
 data.toy_data           Gaussian-mixture targets of the toy experiments (Sec. 5.1, App. C)
 data.image_set          the uint8 image container every image source returns
 data.cifar10            the CIFAR-10 python archive from a local path: checksum, restricted unpickling, explicit download
-data.image_data         image sets: the CIFAR-10 subset or the bundled scikit-learn digits as a stand-in
+data.image_data         image sets: the CIFAR-10 subset, or the bundled scikit-learn digits (32 x 32 stand-in, native 8 x 8)
 
 models.flow_matching    velocity networks, the deterministic FM dataset and loss, generation, closed forms
 models.ensembles        vmapped velocity fields and generation for S posterior samples (eq 35-36)
@@ -60,6 +63,7 @@ models.likelihood       exact flow log-likelihood (instantaneous change of varia
 models.cifar_unet       the ddpm-cifar10-32 U-Net from its config, the DDPM schedule, the fixed-batch loss of App. D.3
 models.ddim             deterministic DDIM generation, its eq (6) flow reading, vmapped generation for many models
 models.ddpm_training    MAP training with atomic checkpoints, resume and checkpoint selection (App. D.1)
+models.digit_classifier a small CNN on 8 x 8 digits whose features stand in for Inception's (the digits chapter)
 
 evaluation.memorisation          Definition 2.1, the memorisation ratio (eq 8) and its K-neighbour variant (App. D.4)
 evaluation.divergences           KL(p_* || KDE) and W1 (POT, eq 38) between generated and target samples (Fig. 5, App. C)
@@ -76,6 +80,7 @@ experiments.toy_2d                the six memorised points and the memorising 2D
 experiments.experiment_ensembles  the Laplace ensembles of the 1D and 2D experiment chapters, shared by later chapters
 experiments.positive_part_sweep   the 1D and 2D headline results under other eigenvalue floors and prior precisions
 experiments.cifar_experiment      Algorithm 2's stages after training: batches, eigen-direction paths, perturbations, App. D.4
+experiments.digits_experiment     the digits chapter: data split, sample judge (memorisation, FD, novelty, denoising), sinks
 """
 
 LAYERS: tuple[tuple[str, ...], ...] = (

@@ -83,6 +83,8 @@ class SampleQuality:
     """The same after one-step Tweedie denoising with the MAP model."""
     denoised_memorisation: float
     """The memorisation ratio after that denoising."""
+    restored_memorisation: float
+    """denoised_memorisation - memorisation: how much of the memorisation the perturbation only hid under noise."""
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -93,10 +95,14 @@ class SampleJudge:
 
     def __init__(self, split: DigitSplit, classifier: DigitClassifier,
                  denoise: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.split, self.classifier, self.denoise = split, classifier, denoise
+        """Everything is compared on the classifier's device (the split's tensors are moved there)."""
+        self.classifier, self.denoise = classifier, denoise
+        device = next(classifier.parameters()).device
+        self.train, self.train_labels = split.train.to(device), split.train_labels.to(device)
+        self.reference = split.reference.to(device)
         with torch.no_grad():
-            self.reference_features = classifier.features(split.reference)
-        self.flat_train = split.train.flatten(1).double()
+            self.reference_features = classifier.features(self.reference)
+        self.flat_train = self.train.flatten(1).double()
 
     def nearest(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(L2 distance to the nearest training digit, its index) for every image [M, 1, 8, 8]."""
@@ -105,7 +111,7 @@ class SampleJudge:
         return value, index
 
     def memorisation(self, images: torch.Tensor) -> float:
-        return memorisation_of(images, self.split.train)
+        return memorisation_of(images, self.train)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> SampleQuality:
@@ -117,14 +123,16 @@ class SampleJudge:
         denoised = self.denoise(images)
         denoised_distance, _ = self.nearest(denoised)
         predicted = self.classifier.predict(images)
+        memorisation, denoised_memorisation = self.memorisation(images), self.memorisation(denoised)
         return SampleQuality(
-            memorisation=self.memorisation(images),
+            memorisation=memorisation,
             feature_fd=frechet_distance(self.classifier.features(images), self.reference_features),
-            pixel_fd=frechet_distance(images.flatten(1), self.split.reference.flatten(1)),
-            novelty=(predicted != self.split.train_labels[index]).double().mean().item(),
+            pixel_fd=frechet_distance(images.flatten(1), self.reference.flatten(1)),
+            novelty=(predicted != self.train_labels[index]).double().mean().item(),
             nearest_distance=distance.median().item(),
             denoised_nearest_distance=denoised_distance.median().item(),
-            denoised_memorisation=self.memorisation(denoised),
+            denoised_memorisation=denoised_memorisation,
+            restored_memorisation=denoised_memorisation - memorisation,
         )
 
 

@@ -347,7 +347,7 @@ def _smoke() -> Profile:
             geodesic_max_nfe=400, geodesic_chunk=1, models_per_pass=1,
         ),
         digits=DigitsSizes(
-            images="digits-8x8", n_train=32, unet="digits-8x8", dtype=torch.float32, epochs=800,
+            images="digits-8x8", n_train=32, unet="digits-8x8", dtype=torch.float32, epochs=1000,
             batch_size=32, learning_rate=2e-3, checkpoint_every=100, compile=False, mixed_precision=False,
             selection_images=64, ddim_steps=25, hessian_batch=8, n_batches=3, lanczos_k=48,
             posterior_samples=3, images_per_model=32, etas=(0.01, 0.03, 0.1), direction_stds=30.0,
