@@ -88,35 +88,32 @@ class _DevTools:
     def __init__(self, connection: Any) -> None:
         self.connection, self.next_id, self.events = connection, 0, []
 
+    async def _receive(self, deadline: float, waiting_for: str) -> dict[str, Any]:
+        """The next message from Chromium, or TimeoutError once ``deadline`` (monotonic time) has passed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"Chromium sent no {waiting_for} in time")
+        message = await asyncio.wait_for(self.connection.read_message(), remaining)
+        if message is None:
+            raise ConnectionError("Chromium closed the DevTools connection")
+        return json.loads(message)
+
     async def call(self, method: str, timeout: float = 60, **params: Any) -> dict[str, Any]:
+        """Send ``method`` and return its result; events that arrive meanwhile are kept in ``events``."""
         self.next_id += 1
         ident = self.next_id
         await self.connection.write_message(json.dumps({"id": ident, "method": method, "params": params}))
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"Chromium did not answer {method} within {timeout} s")
-            message = await asyncio.wait_for(self.connection.read_message(), remaining)
-            if message is None:
-                raise ConnectionError("Chromium closed the DevTools connection")
-            data = json.loads(message)
-            if data.get("id") == ident:
-                if "error" in data:
-                    raise RuntimeError(f"{method}: {data['error']}")
-                return data.get("result", {})
+        while (data := await self._receive(deadline, f"answer to {method} within {timeout} s")).get("id") != ident:
             self.events.append(data)
+        if "error" in data:
+            raise RuntimeError(f"{method}: {data['error']}")
+        return data.get("result", {})
 
     async def wait_for_event(self, method: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not any(e.get("method") == method for e in self.events):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {method} within {timeout} s")
-            message = await asyncio.wait_for(self.connection.read_message(), remaining)
-            if message is None:
-                raise ConnectionError("Chromium closed the DevTools connection")
-            self.events.append(json.loads(message))
+            self.events.append(await self._receive(deadline, f"{method} within {timeout} s"))
 
     def errors(self) -> list[str]:
         found = []
