@@ -75,7 +75,7 @@ def test_the_digits_unet_has_the_documented_size_and_shapes():
     unet = UNet2DModel(**unet_config("digits-8x8")).float()
     assert sum(p.numel() for p in unet.parameters()) == 701_345
     assert sum(p.numel() for p in unet.conv_in.parameters()) == 320
-    out = unet(torch.zeros(2, 1, 8, 8), torch.tensor(10)).sample
+    out = unet(torch.zeros(2, 1, 8, 8, dtype=torch.float32), torch.tensor(10)).sample
     assert out.shape == (2, 1, 8, 8)
     assert digits_unet_config()["in_channels"] == 1
 
@@ -95,14 +95,14 @@ def test_the_classifier_learns_digits_and_is_reproducible(digits):
     with pytest.raises(ValueError, match="8, 8"):
         DigitClassifier().features(torch.zeros(2, 3, 32, 32))
     with pytest.raises(ValueError, match="NaN"):
-        train_classifier(torch.full((64, 1, 8, 8), float("nan")), labels[:64], 1, torch.Generator(), seed=0)
+        train_classifier(torch.full((64, 1, 8, 8), float("nan"), dtype=torch.float32), labels[:64], 1, torch.Generator(), seed=0)
 
 
 def test_tweedie_denoising_with_the_true_noise_returns_the_clean_image():
     scheduler = ddpm_scheduler()
     generator = torch.Generator().manual_seed(0)
-    clean = torch.rand(4, 1, 8, 8, generator=generator) * 1.6 - 0.8
-    noise = torch.randn(4, 1, 8, 8, generator=generator)
+    clean = torch.rand(4, 1, 8, 8, generator=generator, dtype=torch.float32) * 1.6 - 0.8
+    noise = torch.randn(4, 1, 8, 8, generator=generator, dtype=torch.float32)
     t = 300
     abar = scheduler.alphas_cumprod[t]
     noisy = abar.sqrt() * clean + (1 - abar).sqrt() * noise
@@ -132,7 +132,7 @@ def test_generation_with_noise_per_model_equals_one_call_per_model():
 
 
 def test_training_records_diagnostics_and_keeps_the_last_checkpoint_without_a_score(tmp_path):
-    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float32) * 2 - 1
     torch.manual_seed(0)
     unet = UNet2DModel(**unet_config("digits-8x8")).float()
     seen = []
@@ -185,14 +185,14 @@ def test_the_judge_sees_copies_as_memorised_and_noise_as_new(digits):
     # a copy is labelled as its own training digit unless the classifier errs on it
     errors = (judge.classifier.predict(split.train) != split.train_labels).double().mean().item()
     assert copies.novelty == pytest.approx(errors)
-    noise = torch.rand(120, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    noise = torch.rand(120, 1, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float32) * 2 - 1
     new = judge(noise)
     assert new.memorisation == 0.0 and new.nearest_distance > 3
     assert new.feature_fd > copies.feature_fd and new.pixel_fd > copies.pixel_fd
     assert distinct_nearest(judge, split.train) == len(split.train)
     assert distinct_nearest(judge, split.train[:1].repeat(5, 1, 1, 1)) == 1
     with pytest.raises(ValueError, match="NaN"):
-        judge(torch.full((4, 1, 8, 8), float("nan")))
+        judge(torch.full((4, 1, 8, 8), float("nan"), dtype=torch.float32))
 
 
 def test_over_batches_gives_the_mean_and_standard_error_of_each_measure(digits):
