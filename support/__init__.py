@@ -41,6 +41,7 @@ infra.seed_table        which checked claims hold under other seeds (``make seed
 infra.validation        argument checks shared by every layer (finite, positive integer, non-negative number)
 infra.offline_html      the scripts and stylesheets a built page loads from the network (the book renders offline)
 infra.sphinx_scripts    a Sphinx extension writing each inline script of a page once (a repeat is a JavaScript error)
+infra.notebook_downloads  a Sphinx extension offering each executed chapter as an .ipynb in the page's download menu
 infra.browser_check     every built page opened offline in headless Chromium: math, images, tables, JS errors (make check-html)
 
 core.parameters         losses as functions of a flat parameter vector, for any subset of a module

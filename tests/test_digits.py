@@ -21,6 +21,7 @@ from diffusers import UNet2DModel
 
 from support.core.parameters import flatten, select_parameters
 from support.data.image_data import load_digits_8x8, load_images
+from support.experiments.cifar_experiment import memorisation_of
 from support.experiments.digits_experiment import (
     SampleJudge, distinct_nearest, image_diversity, over_batches, quality_at_equal_memorisation, split_digits,
 )
@@ -189,6 +190,8 @@ def test_the_judge_sees_copies_as_memorised_and_noise_as_new(digits):
     new = judge(noise)
     assert new.memorisation == 0.0 and new.nearest_distance > 3
     assert new.feature_fd > copies.feature_fd and new.pixel_fd > copies.pixel_fd
+    mixed = torch.cat([split.train[:10] + 0.01 * noise[:10], noise[10:40]])  # the judge's ratio is App. D.4's
+    assert judge(mixed).memorisation == pytest.approx(memorisation_of(mixed, split.train)) == pytest.approx(0.25)
     assert distinct_nearest(judge, split.train) == len(split.train)
     assert distinct_nearest(judge, split.train[:1].repeat(5, 1, 1, 1)) == 1
     with pytest.raises(ValueError, match="NaN"):

@@ -146,3 +146,16 @@ def test_copy_fraction_counts_points_within_the_tolerance_of_a_training_point():
     assert copy_fraction(generated, train, tolerance=3e-6) == 0.75
     with pytest.raises(ValueError, match="tolerance"):
         copy_fraction(generated, train, tolerance=0.0)
+
+
+def test_nearest_neighbours_index_and_distances_match_brute_force():
+    g = torch.Generator().manual_seed(4)
+    train, generated = torch.randn(15, 3, generator=g), torch.randn(40, 3, generator=g)
+    found = memorisation.nearest_neighbours(generated, train, neighbours=3)
+    squared = ((generated[:, None, :] - train[None, :, :]) ** 2).sum(-1)
+    ordered = squared.sort(dim=1)
+    assert torch.equal(found.index, ordered.indices[:, 0])
+    assert torch.allclose(found.d1, ordered.values[:, 0])
+    assert torch.allclose(found.d_ref, ordered.values[:, 1:4].mean(dim=1))
+    # Definition 2.1 from these distances is is_memorised's verdict
+    assert torch.equal(memorisation.memorised_from(found.d1, found.d_ref, 0.4), is_memorised(generated, train, 0.4, 3))

@@ -80,6 +80,13 @@ def load_images(source: ImageSource, split: Literal["train", "test"] = "train") 
     raise ValueError(f"image source must be 'cifar10', 'digits' or 'digits-8x8', got {source!r}")
 
 
+def held_out_index(n_images: int, train_index: torch.Tensor) -> torch.Tensor:
+    """The indices, in increasing order, of the ``n_images`` images that ``train_index`` leaves out."""
+    unused = torch.ones(n_images, dtype=torch.bool)
+    unused[train_index] = False
+    return unused.nonzero().squeeze(1)
+
+
 def held_out_images(source: ImageSource, data: ImageSet, train_index: torch.Tensor, n: int,
                     generator: torch.Generator) -> torch.Tensor:
     """``n`` real images in [-1, 1] that are not in the training subset (the selection score's reference).
@@ -91,9 +98,7 @@ def held_out_images(source: ImageSource, data: ImageSet, train_index: torch.Tens
         candidates = torch.arange(len(pool.images))
     else:
         pool = data
-        unused = torch.ones(len(data.images), dtype=torch.bool)
-        unused[train_index] = False
-        candidates = unused.nonzero().squeeze(1)
+        candidates = held_out_index(len(data.images), train_index)
     if n > len(candidates):
         raise ValueError(f"asked for {n} held-out images, only {len(candidates)} available")
     pick = candidates[torch.randperm(len(candidates), generator=generator)[:n]]

@@ -20,6 +20,8 @@ x^(1) and hides a copy.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..infra.validation import require_finite, require_positive_int, require_tensor
@@ -57,13 +59,21 @@ def _as_thresholds(c: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return c_t
 
 
-def neighbour_distances(
-    generated: torch.Tensor, train: torch.Tensor, neighbours: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distance to the closest training point and the reference distance it is compared with.
+class Neighbours(NamedTuple):
+    """The nearest training points of each generated point (:func:`nearest_neighbours`)."""
 
-    Returns ``(d1, d_ref)``, each of shape [N]: d1 = ||x - x^(1)||^2 and d_ref the mean of
-    ||x - x^(k)||^2 over k = 2..neighbours+1 (for ``neighbours=1`` simply ||x - x^(2)||^2).
+    d1: torch.Tensor
+    """[N] squared distance ||x - x^(1)||^2 to the closest training point."""
+    d_ref: torch.Tensor
+    """[N] the reference it is compared with: mean of ||x - x^(k)||^2 over k = 2..neighbours+1."""
+    index: torch.Tensor
+    """[N] index of the closest training point x^(1)."""
+
+
+def nearest_neighbours(generated: torch.Tensor, train: torch.Tensor, neighbours: int = 1) -> Neighbours:
+    """Squared distance to the closest training point, the reference distance it is compared with
+    (eq 7; for ``neighbours=1`` simply ||x - x^(2)||^2), and the closest point's index.
+
     Computed in float64 (float32 squares overflow to inf beyond |x| ~ 1e19, and inf <= c * inf would
     count as memorised), in chunks of generated points, so N x M distance matrices never exceed a few
     MB per D. Distances that overflow even in float64 raise.
@@ -71,19 +81,37 @@ def neighbour_distances(
     _check_inputs(generated, train, neighbours)
     generated = generated.to(torch.float64)
     train = train.to(generated)
-    d1_parts, ref_parts = [], []
+    d1_parts, ref_parts, index_parts = [], [], []
     for chunk in generated.split(_CHUNK):
         # Direct differences, not the |x|^2 + |y|^2 - 2 x.y matrix trick: exact copies must give
         # exactly 0 (Def. 2.1 counts them via 0 <= c * 0), which the trick's rounding breaks.
         sq = torch.cdist(chunk, train, compute_mode="donot_use_mm_for_euclid_dist").square()
-        nearest = torch.topk(sq, neighbours + 1, dim=1, largest=False).values  # sorted ascending
-        d1_parts.append(nearest[:, 0])
-        ref_parts.append(nearest[:, 1:].mean(dim=1))
+        nearest = torch.topk(sq, neighbours + 1, dim=1, largest=False)  # sorted ascending
+        d1_parts.append(nearest.values[:, 0])
+        ref_parts.append(nearest.values[:, 1:].mean(dim=1))
+        index_parts.append(nearest.indices[:, 0])
     d1, d_ref = torch.cat(d1_parts), torch.cat(ref_parts)
     if not bool(torch.isfinite(d_ref).all()):
         raise ValueError("squared distances overflow float64: the points are too far apart (beyond ~1e154) for "
                          "Definition 2.1 to compare them; clip or drop the diverged points first")
-    return d1, d_ref
+    return Neighbours(d1, d_ref, torch.cat(index_parts))
+
+
+def neighbour_distances(
+    generated: torch.Tensor, train: torch.Tensor, neighbours: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d1, d_ref)`` of :func:`nearest_neighbours`, each of shape [N]."""
+    found = nearest_neighbours(generated, train, neighbours)
+    return found.d1, found.d_ref
+
+
+def memorised_from(d1: torch.Tensor, d_ref: torch.Tensor, c: float | torch.Tensor = 1 / 3) -> torch.Tensor:
+    """Definition 2.1 (eq 7) from the distances of :func:`nearest_neighbours`: bool [N], or [len(c), N] if c is 1-D."""
+    c_t = _as_thresholds(c, d1)
+    # Compare d1 <= c * d_ref directly rather than the ratio d1 / d_ref: no 0/0 for exact duplicates.
+    if c_t.ndim == 0:
+        return d1 <= c_t * d_ref
+    return d1[None, :] <= c_t[:, None] * d_ref[None, :]
 
 
 def is_memorised(
@@ -91,11 +119,7 @@ def is_memorised(
 ) -> torch.Tensor:
     """Definition 2.1 per generated point: a bool tensor [N], or [len(c), N] if c is 1-D."""
     d1, d_ref = neighbour_distances(generated, train, neighbours)
-    c_t = _as_thresholds(c, d1)
-    # Compare d1 <= c * d_ref directly rather than the ratio d1 / d_ref: no 0/0 for exact duplicates.
-    if c_t.ndim == 0:
-        return d1 <= c_t * d_ref
-    return d1[None, :] <= c_t[:, None] * d_ref[None, :]
+    return memorised_from(d1, d_ref, c)
 
 
 def memorisation_ratio(

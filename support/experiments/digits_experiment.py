@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..data.image_data import random_subset
+from ..data.image_data import held_out_index, random_subset
 from ..data.image_set import ImageSet
 from ..evaluation.divergences import RepeatedEstimate
 from ..evaluation.frechet import frechet_distance
+from ..evaluation.memorisation import Neighbours, memorised_from, nearest_neighbours
 from ..models.digit_classifier import DigitClassifier
-from .cifar_experiment import memorisation_of
+from .cifar_experiment import MEMORISATION_C, MEMORISATION_NEIGHBOURS
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,7 @@ class DigitSplit:
 def split_digits(data: ImageSet, n_train: int, generator: torch.Generator) -> DigitSplit:
     """``n_train`` random training digits (App. D.1's random subset); the others, shuffled, split in half."""
     train, index = random_subset(data, n_train, generator)
-    unused = torch.ones(len(data.images), dtype=torch.bool)
-    unused[index] = False
-    rest = unused.nonzero().squeeze(1)
+    rest = held_out_index(len(data.images), index)
     rest = rest[torch.randperm(len(rest), generator=generator)]
     if len(rest) < 4:
         raise ValueError(f"n_train = {n_train} leaves {len(rest)} of {len(data.images)} images held out; "
@@ -90,6 +89,11 @@ class SampleQuality:
         return asdict(self)
 
 
+def _memorised_share(found: Neighbours) -> float:
+    """Share of images memorised at App. D.4's c = 1/3 (eq 8) from their neighbour distances."""
+    return memorised_from(found.d1, found.d_ref, MEMORISATION_C).double().mean().item()
+
+
 class SampleJudge:
     """Scores generated digits against one :class:`DigitSplit` with a trained classifier and a denoiser."""
 
@@ -104,14 +108,18 @@ class SampleJudge:
             self.reference_features = classifier.features(self.reference)
         self.flat_train = self.train.flatten(1).double()
 
+    def neighbours(self, images: torch.Tensor) -> Neighbours:
+        """The nearest training digits of every image [M, 1, 8, 8], with App. D.4's K = 10 reference distances."""
+        return nearest_neighbours(images.flatten(1).double(), self.flat_train, MEMORISATION_NEIGHBOURS)
+
     def nearest(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(L2 distance to the nearest training digit, its index) for every image [M, 1, 8, 8]."""
-        distances = torch.cdist(images.flatten(1).double(), self.flat_train, compute_mode="donot_use_mm_for_euclid_dist")
-        value, index = distances.min(dim=1)
-        return value, index
+        found = self.neighbours(images)
+        return found.d1.sqrt(), found.index
 
     def memorisation(self, images: torch.Tensor) -> float:
-        return memorisation_of(images, self.train)
+        """App. D.4's memorisation ratio (c = 1/3, K = 10), as ``cifar_experiment.memorisation_of``."""
+        return _memorised_share(self.neighbours(images))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> SampleQuality:
@@ -119,18 +127,17 @@ class SampleJudge:
             raise ValueError(f"need at least two images [M, 1, 8, 8], got {tuple(images.shape)}")
         if not bool(torch.isfinite(images).all()):
             raise ValueError("generated images contain NaN or inf: filter the diverged models first")
-        distance, index = self.nearest(images)
-        denoised = self.denoise(images)
-        denoised_distance, _ = self.nearest(denoised)
+        found = self.neighbours(images)  # one distance matrix serves the memorisation and the nearest digits
+        denoised = self.neighbours(self.denoise(images))
         predicted = self.classifier.predict(images)
-        memorisation, denoised_memorisation = self.memorisation(images), self.memorisation(denoised)
+        memorisation, denoised_memorisation = _memorised_share(found), _memorised_share(denoised)
         return SampleQuality(
             memorisation=memorisation,
             feature_fd=frechet_distance(self.classifier.features(images), self.reference_features),
             pixel_fd=frechet_distance(images.flatten(1), self.reference.flatten(1)),
-            novelty=(predicted != self.train_labels[index]).double().mean().item(),
-            nearest_distance=distance.median().item(),
-            denoised_nearest_distance=denoised_distance.median().item(),
+            novelty=(predicted != self.train_labels[found.index]).double().mean().item(),
+            nearest_distance=found.d1.sqrt().median().item(),
+            denoised_nearest_distance=denoised.d1.sqrt().median().item(),
             denoised_memorisation=denoised_memorisation,
             restored_memorisation=denoised_memorisation - memorisation,
         )
