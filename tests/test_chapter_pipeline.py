@@ -8,20 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chapter_header import JUPYTEXT_HEADER
+
 ROOT = Path(__file__).resolve().parents[1]
 
-CHAPTER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# A chapter
+CHAPTER = JUPYTEXT_HEADER + """# A chapter
 
 ```{{code-cell}} ipython3
 value = 1 + 1

@@ -16,23 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chapter_header import JUPYTEXT_HEADER
 from support.infra.offline_html import external_assets, external_assets_of_site
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = "# Equations\n\nInline $\\alpha^2$ and a display:\n\n$$\n\\int_0^1 x\\,\\mathrm dx = \\tfrac12\n$$\n"
-NOTEBOOK_HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-"""
-NOTEBOOK_PAGE = NOTEBOOK_HEADER + PAGE + """
+NOTEBOOK_PAGE = JUPYTEXT_HEADER + PAGE + """
 ```{exercise} Add two numbers
 :label: ex-add
 
@@ -85,7 +74,7 @@ def test_the_book_ships_mathjax_and_loads_nothing_from_elsewhere(tmp_path):
 
 
 def test_without_the_extensions_mathjax_comes_from_a_cdn_and_scripts_repeat(tmp_path):
-    html = _build(tmp_path / "control", [], NOTEBOOK_HEADER + PAGE)
+    html = _build(tmp_path / "control", [], JUPYTEXT_HEADER + PAGE)
     found = external_assets_of_site(html)
     assert any("mathjax" in url for urls in found.values() for url in urls), found
     page = (html / "index.html").read_text()

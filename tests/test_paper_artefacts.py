@@ -20,7 +20,7 @@ from support.infra.paper_artefacts import (  # noqa: E402
     provenance_text,
 )
 from support.infra.profiles import get_profile  # noqa: E402
-from support.infra.provenance import REPO_ROOT, RESULT_CHAPTERS, git_commit  # noqa: E402
+from support.infra.provenance import REPO_ROOT, git_commit, result_chapters  # noqa: E402
 from support.infra.results import save_figure, write_results  # noqa: E402
 
 
@@ -118,9 +118,9 @@ def test_every_committed_paper_artefact_is_shown_with_its_provenance(path: Path)
     hashes, and its chapter shows it under provenance_text (which names the commit and any source
     changed since), so no page presents numbers of older code as this code's."""
     paper = load_paper_results(path.stem)
-    assert path.stem in RESULT_CHAPTERS, f"{path.name}: no chapter writes these results"
+    assert path.stem in result_chapters(), f"{path.name}: no chapter writes these results"
     meta = paper.metadata
     assert meta["profile"] == "paper" and len(meta["commit"]) == 40 and int(meta["commit"], 16) >= 0
-    assert set(meta["sources"]) >= {f"{RESULT_CHAPTERS[path.stem]} (code cells)", "pyproject.toml"}
-    chapter = (REPO_ROOT / RESULT_CHAPTERS[path.stem]).read_text()
+    assert set(meta["sources"]) >= {f"{result_chapters()[path.stem]} (code cells)", "pyproject.toml"}
+    chapter = (REPO_ROOT / result_chapters()[path.stem]).read_text()
     assert f'load_paper_results("{path.stem}")' in chapter and "provenance_text(" in chapter

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support.infra.provenance import REPO_ROOT, changed_sources, chapter_code, source_hashes, support_closure
+from support.infra.provenance import (
+    REPO_ROOT, changed_sources, chapter_code, code_digest, result_chapters, source_hashes, support_closure,
+)
 
 CHAPTER = """---
 jupytext: {}
@@ -65,3 +67,32 @@ def test_a_real_chapter_depends_on_the_modules_it_runs() -> None:
             "constraints.txt"} <= hashes.keys()
     assert "support/models/cifar_unet.py" not in hashes  # chapter 9 never imports the U-Net
     assert (REPO_ROOT / "book/09_experiment_2d.md").exists()
+
+
+def test_documentation_comments_and_layout_do_not_change_a_code_hash() -> None:
+    code = 'def f(x):\n    return x + 1\n\n\nclass C:\n    size: int = 3\n'
+    documented = ('"""A module."""\n# a comment\ndef f(x):  # inline\n    """Adds one."""\n    return (x\n            + 1)\n'
+                  'class C:\n    """A class."""\n    size: int = 3\n    """The size (an attribute docstring)."""\n')
+    assert code_digest(documented) == code_digest(code)
+    for edit in ("return x + 2", "return x - 1", "size: int = 4", "size: float = 3"):
+        changed = code.replace("return x + 1", edit) if "return" in edit else code.replace("size: int = 3", edit)
+        assert code_digest(changed) != code_digest(code), edit
+    assert code_digest('"""Only a docstring."""\n') == code_digest('"""Another one, listing a new module."""\n')
+    assert code_digest("%timeit f()\n") != code_digest("%timeit g()\n")  # not Python: hashed as text
+
+
+def test_a_module_docstring_edit_leaves_the_sources_unchanged(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    before = source_hashes("book/ch.md", tmp_path)
+    (tmp_path / "support/__init__.py").write_text('"""The package; its module list now names a new module."""\n')
+    (tmp_path / "support/core/monge.py").write_text('"""Monge."""\nimport math  # the metric\nmetric = 1\n')
+    assert changed_sources(before, source_hashes("book/ch.md", tmp_path)) == []
+
+
+def test_the_chapters_say_which_results_they_write(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    (tmp_path / "book/writer.md").write_text(CHAPTER.replace("assert True", 'write_results("toy", {}, profile)'))
+    assert result_chapters(tmp_path) == {"toy": "book/writer.md"}
+    found = result_chapters()
+    assert found["experiment_2d"] == "book/09_experiment_2d.md" and found["digits"] == "book/13_digits.md"
+    assert len(found) >= 8

@@ -2,20 +2,10 @@
 
 from pathlib import Path
 
+from chapter_header import JUPYTEXT_HEADER
 from support.infra.seed_table import Claim, chapter_claims, read_report, seed_table
 
-CHAPTER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# A chapter
+CHAPTER = JUPYTEXT_HEADER + """# A chapter
 
 ```{code-cell} ipython3
 x = 1

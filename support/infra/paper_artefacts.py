@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .profiles import get_profile
-from .provenance import REPO_ROOT, RESULT_CHAPTERS, changed_sources, results_sources
+from .provenance import REPO_ROOT, changed_sources, result_chapters, results_sources
 from .results import atomic_write, results_dir
 
 PAPER_RESULTS_DIR = REPO_ROOT / "book" / "paper_results"
@@ -111,7 +111,7 @@ def provenance_text(name: str, paper: PaperResults, root: Path = REPO_ROOT) -> s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Commit a paper-profile run's results and figures beside the book.")
-    parser.add_argument("name", help="results name: one of " + ", ".join(RESULT_CHAPTERS))
+    parser.add_argument("name", help="results name: one of " + ", ".join(result_chapters()))
     parser.add_argument("--source", type=Path, default=None, help="default: the paper profile's results folder")
     parser.add_argument("--target", type=Path, default=PAPER_RESULTS_DIR)
     args = parser.parse_args(argv)

@@ -258,6 +258,37 @@ class DigitsSizes(CIFARSizes):
 
 
 @dataclass(frozen=True)
+class LatentGeometrySizes:
+    """Sizes of the latent-geometry chapter (beyond the paper: phases and Lipschitz constant of the 2D flow,
+    the Hessian metric of an exponential family, the spacetime geometry of denoising and DiffED)."""
+
+    phase_grid: int
+    """Points per axis of the latent grid over [-3, 3]^2 on which phases and Lipschitz constants are mapped."""
+    phase_models: int
+    """Members of chapter 9's full-covariance ensembles (per method) whose phases are mapped."""
+    ensemble_eta: float
+    """The scale eta of chapter 9's full-covariance ensembles that this chapter studies (one of ``etas_full``)."""
+    family_parameters: int
+    """Natural parameters of the Gaussian family drawn to fit the convex log-partition network."""
+    family_samples: int
+    """Samples of the family drawn at each of those parameters."""
+    family_hidden: int
+    """Width of the two hidden layers of the input-convex network."""
+    family_steps: int
+    """Full-batch Adam steps of its fit."""
+    bregman_sizes: tuple[int, ...]
+    """Sample sizes N at which the posterior's N-th root is compared with exp(-Bregman divergence)."""
+    curve_points: int
+    """Points of a discretised spacetime curve (DiffED)."""
+    curve_controls: int
+    """Interior B-spline control points of a curve whose energy is minimised."""
+    curve_steps: int
+    """Adam steps of that minimisation."""
+    diagnostic_samples: int
+    """Generated points per method whose DiffED to the training points is measured."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between a CI run and a paper-scale run."""
 
@@ -286,6 +317,7 @@ class Profile:
     likelihood: LikelihoodSizes
     cifar: CIFARSizes
     digits: DigitsSizes
+    latent_geometry: LatentGeometrySizes
 
     def describe(self) -> str:
         """One line for chapters to print, so every output says which profile produced it."""
@@ -355,6 +387,11 @@ def _smoke() -> Profile:
             geodesic_max_nfe=400, geodesic_chunk=3, models_per_pass=1,
             classifier_epochs=30, denoise_timestep=100, inertial_sigmas=(1.0, 2.0, 3.0, 4.0), sink_images=16,
         ),
+        latent_geometry=LatentGeometrySizes(
+            phase_grid=61, phase_models=4, ensemble_eta=0.3, family_parameters=256, family_samples=64,
+            family_hidden=32, family_steps=1500, bregman_sizes=(10, 100, 1000), curve_points=48, curve_controls=6,
+            curve_steps=600, diagnostic_samples=24,
+        ),
     )
 
 
@@ -413,6 +450,11 @@ def _paper() -> Profile:
             path_times=(0.0, 1 / 30, 0.1, 1 / 3, 1.0), figure_columns=8, geodesic_rtol=1e-5, geodesic_atol=1e-6,
             geodesic_max_nfe=1000, geodesic_chunk=10, models_per_pass=1,
             classifier_epochs=60, denoise_timestep=100, inertial_sigmas=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0), sink_images=32,
+        ),
+        latent_geometry=LatentGeometrySizes(
+            phase_grid=201, phase_models=16, ensemble_eta=0.3, family_parameters=2048, family_samples=256,
+            family_hidden=64, family_steps=4000, bregman_sizes=(10, 100, 1000, 10000), curve_points=96,
+            curve_controls=10, curve_steps=2000, diagnostic_samples=200,
         ),
     )
 

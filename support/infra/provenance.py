@@ -8,6 +8,12 @@ SHA-256 of exactly the sources that determine its numbers (:func:`source_hashes`
 * every module of ``support`` those cells import, followed through the imports of each module,
 * ``pyproject.toml`` and ``constraints.txt`` (the pinned versions).
 
+Python is hashed as code, not as text (:func:`code_digest`): its syntax tree without docstrings,
+comments or layout, so that documenting a module, or listing a new one in the package docstring, does
+not mark every result that imports it as stale. Which chapter writes which results is read from the
+chapters themselves (their ``write_results("name", ...)`` calls, :func:`result_chapters`), so adding a
+chapter changes no module either.
+
 :func:`changed_sources` compares such a record with the working tree and names the files that
 have changed since, so a page showing committed paper-scale numbers can say whether the code
 that made them is still the code of the book (``support.infra.paper_artefacts``).
@@ -24,19 +30,50 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PINS = ("pyproject.toml", "constraints.txt")
-RESULT_CHAPTERS = {
-    "theorem_4_1": "book/07_theorem_4_1.md",
-    "experiment_1d": "book/08_experiment_1d.md",
-    "experiment_2d": "book/09_experiment_2d.md",
-    "likelihood": "book/10_likelihood.md",
-    "baselines": "book/11_baselines.md",
-    "cifar10": "book/12_cifar10.md",
-    "digits": "book/13_digits.md",
-    "positive_part": "book/14_positive_part.md",
-}
-"""The chapter that writes each results file (``write_results(name, ...)``)."""
-
 _CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.S | re.M)
+
+
+class _StripStrings(ast.NodeTransformer):
+    """Drops every statement that is a bare string: docstrings, and the attribute docstrings after fields."""
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | None:
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return None
+        return node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        if hasattr(node, "body") and isinstance(node.body, list) and not node.body:
+            node.body = [ast.Pass()]  # a class or function that held only a docstring
+        return node
+
+
+def code_digest(source: str) -> str:
+    """SHA-256 of Python ``source`` as code: its syntax tree without docstrings (or any other bare string
+    statement), comments or layout.
+
+    Source that does not parse (e.g. a cell with an IPython magic) is hashed as text.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return _digest(source)
+    return _digest(ast.dump(_StripStrings().visit(tree), include_attributes=False))
+
+
+def result_chapters(root: Path = REPO_ROOT) -> dict[str, str]:
+    """Results name -> the chapter (``book/*.md``, relative to ``root``) whose code calls ``write_results(name, ...)``."""
+    found = {}
+    for chapter in sorted((root / "book").glob("*.md")):
+        try:
+            tree = ast.parse(chapter_code(chapter))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "write_results"
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                found[node.args[0].value] = chapter.relative_to(root).as_posix()
+    return found
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
@@ -118,12 +155,13 @@ def _digest(text: str | bytes) -> str:
 def source_hashes(chapter: str | Path, root: Path = REPO_ROOT) -> dict[str, str]:
     """SHA-256 of each source the results of ``chapter`` (a path relative to ``root``) depend on.
 
-    Keys are repository-relative paths; the chapter's entry hashes its code cells only.
+    Keys are repository-relative paths; the chapter's entry hashes its code cells only, and Python
+    everywhere is hashed as code (:func:`code_digest`).
     """
     code = chapter_code(root / chapter)
-    hashes = {f"{Path(chapter).as_posix()} (code cells)": _digest(code)}
+    hashes = {f"{Path(chapter).as_posix()} (code cells)": code_digest(code)}
     for path in support_closure(code, root):
-        hashes[path.relative_to(root).as_posix()] = _digest(path.read_bytes())
+        hashes[path.relative_to(root).as_posix()] = code_digest(path.read_text(encoding="utf-8"))
     for pin in PINS:
         if (root / pin).exists():
             hashes[pin] = _digest((root / pin).read_bytes())
@@ -131,8 +169,8 @@ def source_hashes(chapter: str | Path, root: Path = REPO_ROOT) -> dict[str, str]
 
 
 def results_sources(name: str, root: Path = REPO_ROOT) -> dict[str, str] | None:
-    """:func:`source_hashes` of the chapter that writes results ``name``, or None if no chapter is registered."""
-    chapter = RESULT_CHAPTERS.get(name)
+    """:func:`source_hashes` of the chapter that writes results ``name``, or None if no chapter writes them."""
+    chapter = result_chapters(root).get(name)
     return None if chapter is None else source_hashes(chapter, root)
 
 
