@@ -56,6 +56,7 @@ data.toy_data           Gaussian-mixture targets of the toy experiments (Sec. 5.
 data.image_set          the uint8 image container every image source returns
 data.cifar10            the CIFAR-10 python archive from a local path: checksum, restricted unpickling, explicit download
 data.image_data         image sets: the CIFAR-10 subset, or the bundled scikit-learn digits (32 x 32 stand-in, native 8 x 8)
+data.gaussian_family    the Gaussian family in natural parameters: samples, log-partition and Fisher metric in closed form
 
 models.flow_matching    velocity networks, the deterministic FM dataset and loss, generation, closed forms
 models.ensembles        vmapped velocity fields and generation for S posterior samples (eq 35-36)
@@ -65,6 +66,7 @@ models.cifar_unet       the ddpm-cifar10-32 U-Net from its config, the DDPM sche
 models.ddim             deterministic DDIM generation, its eq (6) flow reading, vmapped generation for many models
 models.ddpm_training    MAP training with atomic checkpoints, resume and checkpoint selection (App. D.1)
 models.digit_classifier a small CNN on 8 x 8 digits whose features stand in for Inception's (the digits chapter)
+models.convex_potential an input-convex network fitted to sufficient statistics; its Hessian is a Fisher metric; Bregman
 
 evaluation.memorisation          Definition 2.1, the memorisation ratio (eq 8) and its K-neighbour variant (App. D.4)
 evaluation.divergences           KL(p_* || KDE) and W1 (POT, eq 38) between generated and target samples (Fig. 5, App. C)
@@ -73,6 +75,8 @@ evaluation.density_evaluation    densities of an ensemble on a box with the mass
 evaluation.frechet               Frechet distance between Gaussian feature fits (FID's formula; the pixel-feature fallback)
 evaluation.endpoint_sensitivity  Sec. 4.1: bias and variance of a generated point under weight perturbations
 evaluation.ensemble_statistics   standard errors with the model as the unit: per-model statistics, model bootstrap, differences
+evaluation.latent_phases         the phases of a flow's latent plane and its local Lipschitz constant (forward mode, through Euler)
+evaluation.spacetime             denoising distributions on the spacetime (x, t), their Fisher-Rao lengths, DiffED curves
 
 experiments.toy_losses            closed-form losses with curved valleys (the banana)
 experiments.memorising_flow       a flow trained to memorise a small training set, and its exact Laplace approximation
@@ -82,6 +86,7 @@ experiments.experiment_ensembles  the Laplace ensembles of the 1D and 2D experim
 experiments.positive_part_sweep   the 1D and 2D headline results under other eigenvalue floors and prior precisions
 experiments.cifar_experiment      Algorithm 2's stages after training: batches, eigen-direction paths, perturbations, App. D.4
 experiments.digits_experiment     the digits chapter: data split, sample judge (memorisation, FD, novelty, denoising), sinks
+experiments.latent_geometry       beyond the paper: phase maps of the 2D flow and its ensembles, the family metric, DiffED
 """
 
 LAYERS: tuple[tuple[str, ...], ...] = (
