@@ -260,7 +260,7 @@ def diffed_curves(
     if start.shape != end.shape or start.ndim != 2:
         raise ValueError(f"need start and end of shape [B, D + 1]; got {tuple(start.shape)}, {tuple(end.shape)}")
     require_positive_int("steps", steps)
-    for name, z in (("start", start), ("end", end)):
+    for z in (start, end):
         _check_times(z[:, -1])
     if not initial_depths:
         raise ValueError("give at least one initial depth")

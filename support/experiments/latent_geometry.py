@@ -59,6 +59,14 @@ def model_phase_maps(model: torch.nn.Module, layout: ParameterLayout, thetas: to
             for theta in thetas]
 
 
+def _inner_family_grid(means: int, variances: int, dtype: torch.dtype) -> torch.Tensor:
+    """[means * variances, 2] natural parameters of a grid of Gaussians inside the fitted range: mu over
+    70 % of ``FAMILY_MEANS``, s2 in [0.5, 1.4] (where the fit and Theorem 1's check are compared)."""
+    mean, variance = torch.meshgrid(torch.linspace(0.7 * FAMILY_MEANS[0], 0.7 * FAMILY_MEANS[1], means, dtype=dtype),
+                                    torch.linspace(0.5, 1.4, variances, dtype=dtype), indexing="ij")
+    return natural_from_moments(mean.flatten(), variance.flatten())
+
+
 @dataclass(frozen=True)
 class FamilyMetricFit:
     """The convex potential fitted to samples of the Gaussian family, checked against its closed forms."""
@@ -79,9 +87,7 @@ def fit_family_metric(sizes: LatentGeometrySizes, generator: torch.Generator, dt
     eta = natural_from_moments(mean, variance)
     statistics = sufficient_statistics(sample(eta, sizes.family_samples, generator)).mean(dim=1)
     potential = fit_convex_potential(eta, statistics, sizes.family_hidden, sizes.family_steps, generator)
-    inner_mean, inner_variance = torch.meshgrid(torch.linspace(0.7 * FAMILY_MEANS[0], 0.7 * FAMILY_MEANS[1], 5, dtype=dtype),
-                                                torch.linspace(0.5, 1.4, 4, dtype=dtype), indexing="ij")
-    test_eta = natural_from_moments(inner_mean.flatten(), inner_variance.flatten())
+    test_eta = _inner_family_grid(5, 4, dtype)
     found, exact = hessian_metric(potential, test_eta).detach(), fisher_metric(test_eta)
     errors = (torch.linalg.matrix_norm(found - exact) / torch.linalg.matrix_norm(exact)).numpy()
     return FamilyMetricFit(errors, test_eta, potential)
@@ -102,9 +108,7 @@ def bregman_concentration(sizes: LatentGeometrySizes, potential: torch.nn.Module
                           dtype: torch.dtype) -> BregmanCheck:
     """Draw N samples from the reference member for each N in ``bregman_sizes`` and compare the grid posterior's
     N-th root with exp(-D) (Theorem 1); and the fitted potential's Bregman divergence with the exact one."""
-    mean, variance = torch.meshgrid(torch.linspace(0.7 * FAMILY_MEANS[0], 0.7 * FAMILY_MEANS[1], 41, dtype=dtype),
-                                    torch.linspace(0.5, 1.4, 31, dtype=dtype), indexing="ij")
-    grid = natural_from_moments(mean.flatten(), variance.flatten())
+    grid = _inner_family_grid(41, 31, dtype)
     reference = natural_from_moments(torch.tensor(BREGMAN_REFERENCE[0], dtype=dtype), torch.tensor(BREGMAN_REFERENCE[1], dtype=dtype))
     divergence = bregman_divergence(log_partition, grid, reference)
     limit = -(divergence - divergence.min())
