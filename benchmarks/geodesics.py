@@ -11,6 +11,10 @@ eta = 0.01 was for another positive part; here it gives 20). Accuracy: the endpo
 Rows:
   ours                    support.core.geodesics.solve_geodesics (a step size per curve, active set), one batch
   ours, compiled          the same with compile_rhs=True, in chunks of --chunk
+  ours, dopri8            the 8th-order pair at --dopri8-rtol (atol = rtol / 100), one batch: the setting
+                          benchmarks/geodesic_integrators.py finds as accurate as dopri5 at rtol 1e-7
+  ours, W workers         dopri5 in chunks of S / W shared among --workers forked processes (run it with
+                          that many idle cores)
   torchdiffeq batched     one torchdiffeq dopri5 solve of the batched state with its default RMS norm
                           over the whole batch (what the authors' related batched code does)
   ours, loop              one solve_geodesics call per curve, on speeds spread 0.2x-3x (timed on
@@ -159,6 +163,14 @@ def benchmark(size: int, loss, theta, laplace, generator, args) -> dict:
                                                      compile_rhs=True))
     rows["ours, compiled"] = dict(seconds=seconds, nfe=int(compiled.nfe.sum()),
                                   error=endpoint_error(compiled.endpoint[:n_ref], truth, theta))
+    eighth, seconds = timed(lambda: solve_geodesics(loss, theta, v, method="dopri8", rtol=args.dopri8_rtol,
+                                                   atol=args.dopri8_rtol * 1e-2))
+    rows["ours, dopri8"] = dict(seconds=seconds, nfe=int(eighth.nfe.sum()), error=endpoint_error(eighth.endpoint[:n_ref], truth, theta))
+    if args.workers > 1:
+        shared, seconds = timed(lambda: solve_geodesics(loss, theta, v, rtol=RTOL, atol=ATOL, workers=args.workers,
+                                                       chunk_size=math.ceil(size / args.workers)))
+        rows[f"ours, {args.workers} workers"] = dict(seconds=seconds, nfe=int(shared.nfe.sum()),
+                                                    error=endpoint_error(shared.endpoint[:n_ref], truth, theta))
     (batched, calls), seconds = timed(lambda: torchdiffeq_batched(loss, theta, v))
     rows["torchdiffeq batched"] = dict(seconds=seconds, nfe=calls * size, error=endpoint_error(batched[:n_ref], truth, theta))
 
@@ -183,6 +195,8 @@ def main() -> None:
     parser.add_argument("--referee", type=int, default=8, help="curves checked against DOP853 at rtol 1e-10")
     parser.add_argument("--loop", type=int, default=8, help="curves timed one at a time (scaled to S)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="processes of the 'workers' row (1: no such row)")
+    parser.add_argument("--dopri8-rtol", type=float, default=1e-6)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)
@@ -206,8 +220,12 @@ def main() -> None:
             nfe = "-" if row["nfe"] is None else f"{row['nfe'] / size:.0f}"
             print(f"| {name} | {row['seconds'] / size:.4f} | {nfe} | {row['error']:.1e} | "
                   f"{row['seconds'] / reference:.2f}x |")
-        fastest = min(rows["ours"]["seconds"], rows["ours, compiled"]["seconds"])
-        print(f"fastest of ours over torchdiffeq batched: {rows['torchdiffeq batched']['seconds'] / fastest:.2f}x")
+        fastest = min(row["seconds"] for name, row in rows.items() if name.startswith("ours") and "mixed" not in name
+                      and "workers" not in name)
+        print(f"fastest of ours on one core over torchdiffeq batched: {rows['torchdiffeq batched']['seconds'] / fastest:.2f}x")
+        if args.workers > 1:
+            shared = rows[f"ours, {args.workers} workers"]["seconds"]
+            print(f"{args.workers} workers ({args.workers} cores) over ours on one core: {rows['ours']['seconds'] / shared:.2f}x")
     out = REPO_ROOT / "_build" / "benchmarks" / "geodesics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -283,6 +283,35 @@ def test_chunked_solves_return_curves_in_the_original_order():
         solve_geodesics(wiggly, theta, v, chunk_size=0)
 
 
+def test_worker_processes_give_the_same_curves_and_checkpoint_them(tmp_path):
+    """workers > 1 shares the batches among forked processes: bit-identical results, every curve recorded."""
+    theta = torch.zeros(3)
+    v = torch.randn(7, 3, generator=torch.Generator().manual_seed(5)) * torch.linspace(0.2, 2, 7)[:, None]
+    times = torch.tensor([0.0, 0.5, 1.0])
+    serial = solve_geodesics(wiggly, theta, v, times=times, chunk_size=2)
+    path = tmp_path / "curves.pt"
+    parallel = solve_geodesics(wiggly, theta, v, times=times, chunk_size=2, workers=3, checkpoint=path)
+    assert torch.equal(parallel.position, serial.position) and torch.equal(parallel.velocity, serial.velocity)
+    assert torch.equal(parallel.nfe, serial.nfe) and bool(parallel.converged.all())
+    resumed = solve_geodesics(wiggly, theta, v, times=times, chunk_size=2, workers=1, checkpoint=path)
+    assert torch.equal(resumed.position, serial.position)  # the worker count is not part of the fingerprint
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        solve_geodesics(wiggly, theta, v, workers=0)
+
+
+@pytest.mark.parametrize("method", ["tsit5", "dopri8"])
+def test_every_pair_solves_the_geodesic_to_its_tolerance(method):
+    """The higher-order and the Tsitouras pair against scipy's DOP853 on the general geodesic equation,
+    including output times inside the interval (dense output for tsit5, steps ending there for dopri8)."""
+    theta, v = torch.zeros(3), torch.tensor([[0.8, -0.4, 1.0], [-0.3, 0.9, 0.2]])
+    times = torch.tensor([0.0, 0.3, 1.0])
+    path = exp_map(wiggly, theta, v, times=times, method=method, rtol=1e-9, atol=1e-11)
+    for row, got in zip(v, path[-1]):
+        assert torch.allclose(got, _scipy_generic_geodesic(wiggly, theta, row), atol=1e-7)
+    early = exp_map(wiggly, theta, 0.3 * v, method="dopri5", rtol=1e-11, atol=1e-13)  # alpha_v(0.3) = Exp(0.3 v)
+    assert torch.allclose(path[1], early, atol=1e-7)
+
+
 def test_exp_map_along_line_equals_direct_solves_of_the_scaled_velocities():
     """Homogeneity alpha_{s v}(1) = alpha_v(s): two ray solves reproduce one solve per scale, any sign."""
     theta, direction = torch.zeros(3), torch.tensor([0.6, -0.2, 0.5])

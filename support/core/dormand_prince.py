@@ -1,4 +1,4 @@
-"""Dormand-Prince 5(4) with one step size per row and an active set: the adaptive solver of eq (19).
+"""Embedded Runge-Kutta pairs with one step size per row and an active set: the adaptive solver of eq (19).
 
 App. D.3.1 of the paper needs an adaptive solver ("only valid results" with Dormand-Prince). A
 batched solve of S geodesics through one ``torchdiffeq.odeint`` call shares one step size and one
@@ -8,14 +8,25 @@ accept/reject decision, and a row leaves the batch when it reaches the final tim
 evaluation budget or its steps collapse (non-finite values ahead), so the vector field is evaluated
 on the active rows only and a batch costs the sum of its rows' steps.
 
-Numerics (one row alone is a textbook DOPRI5, Hairer, Norsett & Wanner, *Solving ODEs I*, II.4-5):
+Three pairs (:data:`PAIRS`), all FSAL; one row alone is the textbook method (Hairer, Norsett &
+Wanner, *Solving ODEs I*, II.4-5):
 
-* tableau of Dormand & Prince (1980), FSAL: 6 evaluations per step after the first;
+* ``dopri5``: Dormand & Prince (1980), 5(4), 6 evaluations per step, Hairer's continuous
+  extension of order 4 (dense output);
+* ``tsit5``: Tsitouras (2011), 5(4), 6 evaluations per step, his continuous extension of order 4;
+* ``dopri8``: Prince & Dormand (1981), 8(7), 13 evaluations per step, with the coefficients of the
+  pinned torchdiffeq (its ``dopri8``). Its dense output (a quartic through a midpoint) is of lower
+  order than the pair, 5e-4 off at rtol 1e-5 on ``tests/test_dormand_prince.py``'s oscillators, so
+  here a row's steps end at the output times instead. On the book's geodesics it reaches dopri5's
+  endpoint error with fewer evaluations (``benchmarks/geodesic_integrators.py``).
+
+Numerics common to both:
+
 * error of a row: RMS over its D components of ``err / (atol + rtol max(|y|, |y_new|))``, accepted
-  when at most 1; new step ``h * clip(0.9 ratio^(-1/5), 0.2, 10)`` (at most ``h`` after a rejection);
-  the initial step by Hairer's rule from f(y0) and one probe evaluation (as torchdiffeq's);
-* steps end exactly at the final time; output times in between come from Hairer's continuous
-  extension of order 4 (dense output), so requested times never shorten a step;
+  when at most 1; new step ``h * clip(0.9 ratio^(-1/p), 0.2, 10)`` with p the pair's order (at most
+  ``h`` after a rejection); the initial step by Hairer's rule from f(y0) and one probe evaluation;
+* steps end exactly at the final time; with a dense output, output times in between come from the dense
+  output, so requested times never shorten a step;
 * a trial step with non-finite stages is rejected with the smallest factor 0.2; a row whose step
   falls below ``MIN_STEP_FRACTION`` of the interval is flagged ``collapsed`` (a divergence, or a loss
   that overflows, ahead on the curve), never silently returned.
@@ -30,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torchdiffeq._impl.dopri8 import Dopri8Solver
 
 VectorField = Callable[[torch.Tensor], torch.Tensor]
 
@@ -39,10 +51,9 @@ CONVERGED, OVER_NFE, OVER_TIME, COLLAPSED = range(4)
 MIN_STEP_FRACTION = 1e-12
 """A row whose step size falls below this fraction of the time interval is flagged ``COLLAPSED``."""
 
-# Dormand & Prince (1980): nodes c, stage matrix a, 5th-order weights b, error weights e = b - b*.
-_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
+# Dormand & Prince (1980): stage matrix a (rows of stages 2-6; the vector field is autonomous, so the
+# nodes c are not needed), 5th-order weights b, error weights e = b - b* (the 7th entry: the FSAL stage).
 _A = (
-    (),
     (1 / 5,),
     (3 / 40, 9 / 40),
     (44 / 45, -56 / 15, 32 / 9),
@@ -55,6 +66,33 @@ _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 4
 _D = (-12715105075 / 11282082432, 87487479700 / 32700410799, -10690763975 / 1880347072,
       701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29380423)
 _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
+
+
+DenseOutput = Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(y, y_new, stages, h [A, 1], theta [A]) -> y(t + theta h)`` inside one accepted step."""
+
+
+@dataclass(frozen=True)
+class EmbeddedPair:
+    """An explicit FSAL Runge-Kutta pair: s stages, a solution of order p, an embedded error estimate."""
+
+    name: str
+    order: int
+    """p: the step-size exponent 1/p of the controller and of Hairer's initial step."""
+    a: tuple[tuple[float, ...], ...]
+    """Rows of the stage matrix for stages 2..s (stage 1 is f(y))."""
+    b: tuple[float, ...]
+    """The s weights of the solution; f(y_new) is the next step's first stage (FSAL)."""
+    e: tuple[float, ...]
+    """The s + 1 weights of the local error estimate (the last one multiplies f(y_new))."""
+    dense: DenseOutput | None
+    """The continuous extension; ``None``: steps end at the output times instead (an extension of lower
+    order than the pair would spoil its accuracy between steps)."""
+
+    @property
+    def evaluations_per_step(self) -> int:
+        """Evaluations of f per attempted step (s - 1 stages and f(y_new))."""
+        return len(self.b)
 
 
 @dataclass(frozen=True)
@@ -91,7 +129,7 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 
 def _initial_step(f: VectorField, y0: torch.Tensor, f0: torch.Tensor, rtol: float, atol: float,
-                  span: float) -> torch.Tensor:
+                  span: float, order: int) -> torch.Tensor:
     """Hairer's starting step per row (II.4, 'Automatic step size control'), from f0 and one probe."""
     scale = atol + rtol * y0.abs()
     d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
@@ -99,20 +137,59 @@ def _initial_step(f: VectorField, y0: torch.Tensor, f0: torch.Tensor, rtol: floa
     f1 = f(y0 + h0[:, None] * f0)
     d2 = _rms((f1 - f0) / scale) / h0
     tiny = (d1 <= 1e-15) & (d2 <= 1e-15)
-    h1 = torch.where(tiny, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / torch.maximum(d1, d2)) ** (1 / 5))
+    h1 = torch.where(tiny, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / torch.maximum(d1, d2)) ** (1 / order))
     h = torch.minimum(100 * h0, h1)
     return torch.where(torch.isfinite(h), h, torch.full_like(h, span)).clamp(max=span)
 
 
-def _dense_output(y: torch.Tensor, y_new: torch.Tensor, k: list[torch.Tensor], h: torch.Tensor,
+def _dopri5_dense(y: torch.Tensor, y_new: torch.Tensor, k: list[torch.Tensor], h: torch.Tensor,
                   theta: torch.Tensor) -> torch.Tensor:
-    """Hairer's 4th-order continuous extension at fractions ``theta`` [A] of each row's step."""
+    """Hairer's 4th-order continuous extension of DOPRI5 at fractions ``theta`` [A] of each row's step."""
     diff = y_new - y
     b_spline = h * k[0] - diff
     fourth = diff - h * k[6] - b_spline
     fifth = h * _weighted([k[0], k[2], k[3], k[4], k[5], k[6]], _D)
     th = theta[:, None]
     return y + th * (diff + (1 - th) * (b_spline + th * (fourth + (1 - th) * fifth)))
+
+
+# Tsitouras (2011), "Runge-Kutta pairs of order 5(4) satisfying only the first column simplifying
+# assumption", Table 1, with the sign of the last error weight corrected (OrdinaryDiffEq.jl issue 1654).
+_TSIT5_A = (
+    (0.161,),
+    (-0.008480655492356989, 0.335480655492357),
+    (2.8971530571054935, -6.359448489975075, 4.3622954328695815),
+    (5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525),
+    (5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401, -0.02826905039406838),
+)
+_TSIT5_B = (0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742, -3.290069515436081, 2.324710524099774)
+_TSIT5_E = (0.00178001105222577714, 0.0008164344596567469, -0.007880878010261995, 0.1447110071732629,
+            -0.5823571654525552, 0.45808210592918697, -1 / 66)
+
+
+def _tsit5_dense(y: torch.Tensor, y_new: torch.Tensor, k: list[torch.Tensor], h: torch.Tensor,
+                 theta: torch.Tensor) -> torch.Tensor:
+    """Tsitouras' 4th-order continuous extension, y + h sum_i b_i(theta) k_i (his section 4), at ``theta`` [A]."""
+    t = theta[:, None]
+    weights = (
+        -1.0530884977290216 * t * (t - 1.3299890189751412) * (t.square() - 1.4364028541716351 * t + 0.7139816917074209),
+        0.1017 * t.square() * (t.square() - 2.1966568338249754 * t + 1.2949852507374631),
+        2.490627285651252793 * t.square() * (t.square() - 2.38535645472061657 * t + 1.57803468208092486),
+        -16.54810288924490272 * (t - 1.21712927295533244) * (t - 0.61620406037800089) * t.square(),
+        47.37952196281928122 * (t - 1.203071208372362603) * (t - 0.658047292653547382) * t.square(),
+        -34.87065786149660974 * (t - 1.2) * (t - 2 / 3) * t.square(),
+        2.5 * (t - 1) * (t - 0.6) * t.square(),
+    )
+    return y + h * sum(weight * stage for weight, stage in zip(weights, k))
+
+
+DOPRI5 = EmbeddedPair("dopri5", 5, _A, _B, _E, _dopri5_dense)
+TSIT5 = EmbeddedPair("tsit5", 5, _TSIT5_A, _TSIT5_B, _TSIT5_E, _tsit5_dense)
+_DOPRI8 = Dopri8Solver.tableau
+DOPRI8 = EmbeddedPair("dopri8", 8, tuple(tuple(row.tolist()) for row in _DOPRI8.beta[:-1]),
+                      tuple(_DOPRI8.c_sol[:-1].tolist()), tuple(_DOPRI8.c_error.tolist()), None)
+PAIRS = {pair.name: pair for pair in (DOPRI5, TSIT5, DOPRI8)}
+"""The pairs :func:`solve_rows` offers, by name."""
 
 
 def solve_rows(
@@ -124,8 +201,9 @@ def solve_rows(
     max_nfe: int | None = None,
     max_seconds: float | None = None,
     on_finish: Callable[[RowsFinished], None] | None = None,
+    pair: EmbeddedPair = DOPRI5,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integrate y' = f(y) from ``y0`` [S, D] at ``times[0] = 0`` to ``times[-1]``, row by row.
+    """Integrate y' = f(y) from ``y0`` [S, D] at ``times[0] = 0`` to ``times[-1]``, row by row, with ``pair``.
 
     ``max_nfe`` bounds each row's own evaluations (deterministic); ``max_seconds`` the wall time of
     the whole call (rows still running then are flagged). ``on_finish`` is called whenever rows leave
@@ -146,7 +224,7 @@ def solve_rows(
     t = torch.zeros(n_rows, dtype=y0.dtype, device=y0.device)
     next_output = torch.ones(n_rows, dtype=torch.long, device=y0.device)
     k1 = f(y)
-    h = _initial_step(f, y, k1, rtol, atol, t_end)
+    h = _initial_step(f, y, k1, rtol, atol, t_end, pair.order)
     nfe += 2
 
     def finish(mask: torch.Tensor, code: torch.Tensor | int) -> None:
@@ -169,24 +247,27 @@ def solve_rows(
             finish(torch.ones(len(active), dtype=torch.bool, device=y.device), OVER_TIME)
             break
         if max_nfe is not None:
-            finish((nfe[active.cpu()] + 6 > max_nfe).to(y.device), OVER_NFE)
+            finish((nfe[active.cpu()] + pair.evaluations_per_step > max_nfe).to(y.device), OVER_NFE)
             if not len(active):
                 break
-        step = torch.minimum(h, t_end - t)
+        # a row's step ends at the final time, or without dense output at its next output time
+        target = torch.full_like(t, t_end) if pair.dense is not None else times[next_output.clamp(max=len(times) - 1)]
+        step = torch.minimum(h, target - t)
         ks = [k1]
-        for stage in range(1, 6):
-            ks.append(f(y + step[:, None] * _weighted(ks, _A[stage])))
-        y_new = y + step[:, None] * _weighted(ks, _B)
+        for row in pair.a:
+            ks.append(f(y + step[:, None] * _weighted(ks, row)))
+        y_new = y + step[:, None] * _weighted(ks, pair.b)
         ks.append(f(y_new))
-        nfe[active.cpu()] += 6
-        ratio = _error_ratio(y, y_new, step[:, None] * _weighted(ks, _E), rtol, atol)
+        nfe[active.cpu()] += pair.evaluations_per_step
+        ratio = _error_ratio(y, y_new, step[:, None] * _weighted(ks, pair.e), rtol, atol)
         finite = torch.isfinite(ratio) & torch.isfinite(y_new).all(dim=1) & torch.isfinite(ks[-1]).all(dim=1)
         accept = finite & (ratio <= 1)
-        factor = torch.where(ratio == 0, torch.full_like(ratio, _MAX_FACTOR), _SAFETY * ratio ** (-1 / 5))
+        factor = torch.where(ratio == 0, torch.full_like(ratio, _MAX_FACTOR), _SAFETY * ratio ** (-1 / pair.order))
         factor = factor.clamp(_MIN_FACTOR, _MAX_FACTOR)
         factor = torch.where(accept, factor, torch.where(finite, factor.clamp(max=1.0), torch.full_like(factor, _MIN_FACTOR)))
 
-        t_new = torch.where(step >= t_end - t, torch.full_like(t, t_end), t + step)
+        truncated = step >= target - t
+        t_new = torch.where(truncated, target, t + step)
         for _ in range(len(times)):  # dense output for every requested time inside an accepted step
             inside = accept & (next_output < len(times))
             inside &= times[next_output.clamp(max=len(times) - 1)] <= t_new
@@ -195,7 +276,8 @@ def solve_rows(
             at = times[next_output[inside]]
             theta = ((at - t[inside]) / step[inside]).clamp(0, 1)
             ends = at == t_new[inside]
-            value = _dense_output(y[inside], y_new[inside], [k[inside] for k in ks], step[inside, None], theta)
+            value = (y_new[inside].clone() if pair.dense is None else
+                     pair.dense(y[inside], y_new[inside], [k[inside] for k in ks], step[inside, None], theta))
             value[ends] = y_new[inside][ends]
             states[next_output[inside], active[inside]] = value
             next_output = next_output + inside.long()
@@ -203,7 +285,7 @@ def solve_rows(
         y = torch.where(accept[:, None], y_new, y)
         t = torch.where(accept, t_new, t)
         k1 = torch.where(accept[:, None], ks[-1], k1)
-        h = step * factor
+        h = torch.where(accept & truncated, torch.maximum(step * factor, h), step * factor)  # a shortened step
         finish(accept & (t >= t_end), CONVERGED)
         finish(h < MIN_STEP_FRACTION * t_end, COLLAPSED)
     return states, status, nfe

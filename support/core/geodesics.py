@@ -7,7 +7,7 @@ Design decisions (see the geometry chapters):
 
 * **One vmapped right-hand side for S curves.** Eq (19) is evaluated for all active curves in one
   ``vmap``ped gradient-plus-HVP pass (:func:`support.core.monge_metric.geodesic_acceleration`).
-* **Each curve its own step size (``dopri5``).** :mod:`support.core.dormand_prince` keeps a step
+* **Each curve its own step size (``dopri5``, ``dopri8``).** :mod:`support.core.dormand_prince` keeps a step
   size, an error estimate (RMS over the curve's 2K components) and an accept/reject decision per
   curve, and a curve leaves the batch when it is done. A curve therefore takes exactly the steps it
   would take alone, whatever its batch-mates, and a batch costs the sum of its curves' steps: a
@@ -30,7 +30,9 @@ Design decisions (see the geometry chapters):
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,10 +43,10 @@ from tqdm import tqdm
 
 from ..infra.results import atomic_torch_save, load_checkpoint
 from ..infra.validation import require_finite, require_non_negative, require_positive_int, require_tensor
-from .dormand_prince import COLLAPSED, CONVERGED, OVER_NFE, OVER_TIME, STATUS, RowsFinished, solve_rows
+from .dormand_prince import COLLAPSED, CONVERGED, OVER_NFE, OVER_TIME, PAIRS, STATUS, RowsFinished, solve_rows
 from .monge_metric import HvpMode, Loss, geodesic_acceleration, loss_gradient
 
-Method = Literal["dopri5", "euler", "rk4"]
+Method = Literal["dopri5", "dopri8", "euler", "rk4"]
 CHECKPOINT_EVERY_SECONDS = 60.0
 _FIXED_STEP_STAGES = {"euler": 1, "rk4": 4}
 
@@ -193,14 +195,14 @@ def _check_inputs(theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor | No
         raise ValueError("v has no rows: give at least one initial velocity")
     require_finite("theta", theta)
     require_finite("v", v2)
-    if method not in ("dopri5", "euler", "rk4"):
-        raise ValueError(f"method must be 'dopri5', 'euler' or 'rk4', got {method!r}")
+    if method not in (*PAIRS, *_FIXED_STEP_STAGES):
+        raise ValueError(f"method must be one of {[*PAIRS, *_FIXED_STEP_STAGES]}, got {method!r}")
     times = torch.tensor([0.0, 1.0]) if times is None else times
     times = torch.as_tensor(times, dtype=theta.dtype, device=theta.device)
     if (times.ndim != 1 or len(times) < 2 or not bool(torch.isfinite(times).all()) or times[0] != 0
             or bool((times.diff() <= 0).any())):
         raise ValueError(f"times must be a finite, strictly increasing 1-D tensor starting at 0, got {times.tolist()}")
-    if method != "dopri5":
+    if method in _FIXED_STEP_STAGES:
         grid = times / (times[-1] / steps)
         if not torch.allclose(grid, grid.round(), rtol=0, atol=1e-9):
             raise ValueError(f"{method} takes {steps} uniform steps over [0, {float(times[-1]):g}]: the output times "
@@ -208,22 +210,61 @@ def _check_inputs(theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor | No
     return v2, times
 
 
+def _solve_batch(
+    field, theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, batch: torch.Tensor, method: Method,
+    rtol: float, atol: float, steps: int, max_nfe: int | None, max_seconds: float | None,
+    on_finish: Callable[[RowsFinished], None],
+) -> None:
+    """Solve the curves ``batch`` together; ``on_finish`` receives rows (indices into ``batch``) as they finish."""
+    state0 = torch.cat([theta.expand(len(batch), len(theta)), v[batch.to(v.device)]], dim=1)
+    if method in PAIRS:
+        solve_rows(field, state0, times, rtol, atol, max_nfe, max_seconds, on_finish=on_finish, pair=PAIRS[method])
+        return
+    out, codes, used = _solve_fixed_step(field, state0, times, method, steps, max_nfe, max_seconds)
+    reached = torch.where(codes == CONVERGED, times[-1].cpu(), torch.zeros((), dtype=times.dtype))
+    on_finish(RowsFinished(torch.arange(len(batch)), codes, used, out, reached))
+
+
+_FORKED_SOLVE: tuple | None = None
+"""The arguments of :func:`_solve_batch` but the batch, set just before worker processes fork (a loss is a
+closure and cannot be pickled; a forked worker inherits it)."""
+
+
+def _solve_batch_in_worker(batch: torch.Tensor) -> tuple[torch.Tensor, list[RowsFinished]]:
+    finished: list[RowsFinished] = []
+    field, theta, v, times, *options = _FORKED_SOLVE
+    _solve_batch(field, theta, v, times, batch, *options, on_finish=finished.append)
+    return batch, finished
+
+
 def _solve_pending(
     field, theta: torch.Tensor, v: torch.Tensor, times: torch.Tensor, pending: torch.Tensor, chunk: int,
     method: Method, rtol: float, atol: float, steps: int, max_nfe: int | None, max_seconds: float | None,
-    record,
+    record, workers: int,
 ) -> None:
-    """Solve the curves ``pending`` in batches of ``chunk``; ``record(batch, finished)`` stores results."""
-    k = len(theta)
-    for batch in pending.split(chunk) if len(pending) else ():
-        state0 = torch.cat([theta.expand(len(batch), k), v[batch.to(v.device)]], dim=1)
-        if method == "dopri5":
-            solve_rows(field, state0, times, rtol, atol, max_nfe, max_seconds,
-                       on_finish=lambda done, batch=batch: record(batch, done))
-            continue
-        out, codes, used = _solve_fixed_step(field, state0, times, method, steps, max_nfe, max_seconds)
-        reached = torch.where(codes == CONVERGED, times[-1].cpu(), torch.zeros((), dtype=times.dtype))
-        record(batch, RowsFinished(torch.arange(len(batch)), codes, used, out, reached))
+    """Solve the curves ``pending`` in batches of ``chunk``; ``record(batch, finished)`` stores results.
+
+    With ``workers > 1`` the batches are shared out among that many forked processes, each with the
+    parent's intra-op thread count; a batch is solved the same way in any process, so the results do
+    not depend on ``workers`` (tested), and the parent records (and checkpoints) every finished batch.
+    """
+    global _FORKED_SOLVE
+    batches = list(pending.split(chunk)) if len(pending) else []
+    options = (method, rtol, atol, steps, max_nfe, max_seconds)
+    if workers == 1 or len(batches) < 2:
+        for batch in batches:
+            _solve_batch(field, theta, v, times, batch, *options, on_finish=lambda done, batch=batch: record(batch, done))
+        return
+    _FORKED_SOLVE = (field, theta, v, times, *options)
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(min(workers, len(batches)), initializer=torch.set_num_threads,
+                          initargs=(torch.get_num_threads(),)) as pool:
+            for batch, finished in pool.imap_unordered(_solve_batch_in_worker, batches):
+                for done in finished:
+                    record(batch, done)
+    finally:
+        _FORKED_SOLVE = None
 
 
 def solve_geodesics(
@@ -242,6 +283,7 @@ def solve_geodesics(
     progress: bool = False,
     checkpoint: str | Path | None = None,
     compile_rhs: bool = False,
+    workers: int = 1,
 ) -> GeodesicSolution:
     """Solve the geodesic equation (19) from alpha(0) = theta with alpha'(0) = v for every row of v.
 
@@ -256,8 +298,8 @@ def solve_geodesics(
     times:
         Increasing output times starting at 0; default ``[0, 1]``.
     method:
-        ``dopri5`` (adaptive, a step size per curve; ``rtol``/``atol`` per curve) or fixed-step
-        ``euler`` / ``rk4`` (``steps`` uniform steps over ``[0, times[-1]]``; the times must lie on
+        ``dopri5`` or ``dopri8`` (adaptive pairs of order 5 and 8, a step size per curve;
+        ``rtol``/``atol`` per curve; :mod:`support.core.dormand_prince`) or fixed-step ``euler`` / ``rk4`` (``steps`` uniform steps over ``[0, times[-1]]``; the times must lie on
         that grid).
     max_nfe, max_seconds:
         Evaluation budget per curve, wall-time budget per batch; see the module docstring.
@@ -276,10 +318,18 @@ def solve_geodesics(
     compile_rhs:
         ``torch.compile`` the right-hand side (pays off for long solves: each batch size compiles
         once, about 10 s on a CPU). Compiled and eager arithmetic round differently, so a profile
-        fixes this choice (``Profile.compile_geodesics``).
+        fixes this choice (``Profile.toy_geodesics``).
+    workers:
+        Processes that share the batches of ``chunk_size`` curves (forked, CPU only). Each batch is
+        solved the same way in any process, so the results do not depend on it; it is a speed
+        setting only (``Profile.toy_geodesics``).
     """
     _check_solver_options(rtol, atol, steps, max_nfe, max_seconds, chunk_size, hvp)
     v2, times = _check_inputs(theta, v, times, method, steps)
+    require_positive_int("workers", workers)
+    if workers > 1 and theta.device.type != "cpu":
+        raise ValueError(f"workers = {workers} forks processes, which CUDA does not survive; on {theta.device} "
+                         "use workers = 1 and a larger chunk_size instead")
 
     n, k = v2.shape
     fingerprint = None
@@ -321,7 +371,7 @@ def solve_geodesics(
     # every solve compiles its own field (it closes over this loss): room for many solves per process
     with torch._dynamo.config.patch(recompile_limit=256):
         _solve_pending(field, theta, v2, times, pending, chunk_size or n, method, rtol, atol, steps, max_nfe,
-                       max_seconds, record)
+                       max_seconds, record, workers)
     bar.close()
     if saved is None or len(pending):
         save()

@@ -67,15 +67,18 @@ def posterior_ensembles(
     laplace: FlowLaplace, count: int, profile: Profile, generator: torch.Generator, chunk_size: int,
     checkpoint_name: str | None, times: torch.Tensor | None = None,
 ) -> PosteriorEnsembles:
-    """Draw ``count`` velocities v ~ N(0, H_+^{-1}) and solve their geodesics (dopri5 with a step size per
-    curve, reverse-mode HVPs, the evaluation budget per curve, compiled as the profile says; checkpointed
-    under the build folder when ``checkpoint_name`` is given)."""
+    """Draw ``count`` velocities v ~ N(0, H_+^{-1}) and solve their geodesics (the pair, tolerances,
+    compilation and worker processes of ``profile.toy_geodesics``, a step size per curve, reverse-mode
+    HVPs, the evaluation budget per curve; checkpointed under the build folder when ``checkpoint_name``
+    is given)."""
     v = laplace.posterior.sample(count, generator)
     checkpoint = checkpoint_dir(profile) / checkpoint_name if checkpoint_name else None
     start = time.perf_counter()
-    solution = solve_geodesics(laplace.loss, laplace.theta_star, v, times=times, hvp="reverse", chunk_size=chunk_size,
-                               max_nfe=GEODESIC_BUDGET, progress=profile.name == "paper", checkpoint=checkpoint,
-                               compile_rhs=profile.compile_geodesics)
+    solver = profile.toy_geodesics
+    solution = solve_geodesics(laplace.loss, laplace.theta_star, v, times=times, method=solver.method, rtol=solver.rtol,
+                               atol=solver.atol, hvp="reverse", chunk_size=chunk_size, max_nfe=GEODESIC_BUDGET,
+                               progress=profile.name == "paper", checkpoint=checkpoint, compile_rhs=solver.compile,
+                               workers=solver.workers)
     return PosteriorEnsembles(v, euclidean_samples(laplace.theta_star, v), solution, time.perf_counter() - start)
 
 

@@ -258,6 +258,28 @@ class DigitsSizes(CIFARSizes):
 
 
 @dataclass(frozen=True)
+class ToyGeodesicSolver:
+    """The solver of the toy experiments' posterior geodesics (``posterior_ensembles``, chapters 8, 9, 14, 15)."""
+
+    method: str
+    """The embedded pair (:data:`support.core.dormand_prince.PAIRS`). On chapter 8's network dopri8 at
+    rtol 1e-6 is more accurate than dopri5 at rtol 1e-7 with 0.73x its evaluations, 1.6x faster
+    (``benchmarks/geodesic_integrators.py``); the paper profile, whose time goes to geodesics, uses it.
+    The smoke profile keeps dopri5 at 1e-7, the setting its five-seed table was checked with."""
+    rtol: float
+    atol: float
+    compile: bool
+    """``torch.compile`` the right-hand side: 3x faster per evaluation on a CPU, after about 10 s of
+    compilation per batch size, so on for the paper's thousands of geodesics and off for the smoke
+    run's dozens. Compiled and eager arithmetic round differently, which is why the profile, not the
+    caller, fixes it."""
+    workers: int
+    """Processes that share the geodesic batches (``solve_geodesics(workers=...)``). A batch is solved
+    the same way in any process, so this is a speed setting that changes no number: the paper profile
+    on a CPU uses every core it may run on, the smoke profile one (CI runs chapters side by side)."""
+
+
+@dataclass(frozen=True)
 class LatentGeometrySizes:
     """Sizes of the latent-geometry chapter (beyond the paper: phases and Lipschitz constant of the 2D flow,
     the Hessian metric of an exponential family, the spacetime geometry of denoising and DiffED)."""
@@ -301,11 +323,8 @@ class Profile:
     """Threads of torch's intra-op pool and of numpy/scipy's BLAS (see
     :func:`support.infra.reproducibility.fix_thread_count`): fixed, so that a run's numbers depend on
     profile and seed only, not on the core count or on how the chapter was run."""
-    compile_geodesics: bool
-    """``torch.compile`` the geodesic right-hand side of the toy experiments (chapters 8, 9, 13): 3x
-    faster per evaluation on a CPU, after about 10 s of compilation per batch size, so on for the
-    paper's thousands of geodesics and off for the smoke run's dozens. Compiled and eager arithmetic
-    round differently, which is why the profile, not the caller, fixes it."""
+    toy_geodesics: ToyGeodesicSolver
+    """How chapters 8, 9, 14 and 15 solve their posterior geodesics."""
     flow_matching: FlowMatchingSizes
     memorisation: MemorisationSizes
     geometry: GeometrySizes
@@ -330,6 +349,11 @@ class Profile:
         return self.name if self.seed == DEFAULT_SEED else f"{self.name}-seed{self.seed}"
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a container or ``taskset`` narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _gpu_or_cpu() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -341,7 +365,7 @@ def _smoke() -> Profile:
         dtype=torch.float64,
         seed=DEFAULT_SEED,
         intra_op_threads=1,
-        compile_geodesics=False,
+        toy_geodesics=ToyGeodesicSolver(method="dopri5", rtol=1e-7, atol=1e-9, compile=False, workers=1),
         flow_matching=FlowMatchingSizes(
             n_pairs=2000, hidden=(32, 32), train_steps=2500, learning_rate=3e-3,
             n_generate=400, euler_steps=100,
@@ -402,7 +426,8 @@ def _paper() -> Profile:
         dtype=torch.float64,
         seed=DEFAULT_SEED,
         intra_op_threads=1,
-        compile_geodesics=True,
+        toy_geodesics=ToyGeodesicSolver(method="dopri8", rtol=1e-6, atol=1e-8, compile=True,
+                                        workers=_usable_cores() if not torch.cuda.is_available() else 1),
         flow_matching=FlowMatchingSizes(
             n_pairs=4000, hidden=(32, 32), train_steps=10000, learning_rate=3e-3,
             n_generate=1000, euler_steps=100,
