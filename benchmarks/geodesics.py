@@ -17,11 +17,14 @@ Rows:
                           that many idle cores)
   torchdiffeq batched     one torchdiffeq dopri5 solve of the batched state with its default RMS norm
                           over the whole batch (what the authors' related batched code does)
+  ours, dopri8, mixed     the 8th-order pair on the mixed-speed velocities below, one batch
   ours, loop              one solve_geodesics call per curve, on speeds spread 0.2x-3x (timed on
                           --loop curves, scaled to S)
   scipy RK45 per curve    scipy.integrate.solve_ivp per curve at the same rtol/atol (timed on --loop
                           curves, scaled to S)
-and the cost of one right-hand side against one gradient. Writes _build/benchmarks/geodesics.json.
+and the cost of one right-hand side against one gradient. Rows that count evaluations also print ms per
+curve-evaluation (seconds / total evaluations; with --device cuda the GPU figure of issue #24). Writes
+_build/benchmarks/geodesics.json.
 
 Usage: python benchmarks/geodesics.py [--sizes 100 1000] [--device cpu|cuda] [--chunk 2]
 """
@@ -177,6 +180,10 @@ def benchmark(size: int, loss, theta, laplace, generator, args) -> dict:
     mixed_batch, seconds = timed(lambda: solve_geodesics(loss, theta, mixed, rtol=RTOL, atol=ATOL))
     rows["ours, mixed speeds"] = dict(seconds=seconds, nfe=int(mixed_batch.nfe.sum()),
                                       error=endpoint_error(mixed_batch.endpoint[:args.loop], truth_mixed, theta))
+    mixed_eighth, seconds = timed(lambda: solve_geodesics(loss, theta, mixed, method="dopri8", rtol=args.dopri8_rtol,
+                                                         atol=args.dopri8_rtol * 1e-2))
+    rows["ours, dopri8, mixed speeds"] = dict(seconds=seconds, nfe=int(mixed_eighth.nfe.sum()),
+                                              error=endpoint_error(mixed_eighth.endpoint[:args.loop], truth_mixed, theta))
     loop, seconds = timed(lambda: torch.stack([solve_geodesics(loss, theta, row, rtol=RTOL, atol=ATOL).endpoint
                                                for row in mixed[:args.loop]]))
     rows["ours, loop (mixed speeds)"] = dict(seconds=seconds * size / args.loop, nfe=None,
@@ -213,12 +220,14 @@ def main() -> None:
         report["sizes"][size] = rows
         base = rows["ours"]["seconds"]
         print(f"\nS = {size}")
-        print("| method | s per curve | evaluations per curve | max relative endpoint error | time / ours |")
-        print("|---|---|---|---|---|")
+        print("| method | s per curve | evaluations per curve | ms per curve-evaluation | max relative endpoint error "
+              "| time / ours |")
+        print("|---|---|---|---|---|---|")
         for name, row in rows.items():
             reference = rows["ours, mixed speeds"]["seconds"] if "mixed" in name else base  # same velocities
             nfe = "-" if row["nfe"] is None else f"{row['nfe'] / size:.0f}"
-            print(f"| {name} | {row['seconds'] / size:.4f} | {nfe} | {row['error']:.1e} | "
+            per_evaluation = "-" if row["nfe"] is None else f"{1e3 * row['seconds'] / row['nfe']:.3f}"
+            print(f"| {name} | {row['seconds'] / size:.4f} | {nfe} | {per_evaluation} | {row['error']:.1e} | "
                   f"{row['seconds'] / reference:.2f}x |")
         fastest = min(row["seconds"] for name, row in rows.items() if name.startswith("ours") and "mixed" not in name
                       and "workers" not in name)
@@ -226,6 +235,9 @@ def main() -> None:
         if args.workers > 1:
             shared = rows[f"ours, {args.workers} workers"]["seconds"]
             print(f"{args.workers} workers ({args.workers} cores) over ours on one core: {rows['ours']['seconds'] / shared:.2f}x")
+        fastest_mixed = min(rows["ours, mixed speeds"]["seconds"], rows["ours, dopri8, mixed speeds"]["seconds"])
+        for name in ("ours, loop (mixed speeds)", "scipy RK45 per curve (mixed speeds)"):
+            print(f"fastest of ours (mixed speeds, one batch) over {name}: {rows[name]['seconds'] / fastest_mixed:.2f}x")
     out = REPO_ROOT / "_build" / "benchmarks" / "geodesics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -20,7 +20,7 @@ Wanner, *Solving ODEs I*, II.4-5):
   here a row's steps end at the output times instead. On the book's geodesics it reaches dopri5's
   endpoint error with fewer evaluations (``benchmarks/geodesic_integrators.py``).
 
-Numerics common to both:
+Numerics common to all three:
 
 * error of a row: RMS over its D components of ``err / (atol + rtol max(|y|, |y_new|))``, accepted
   when at most 1; new step ``h * clip(0.9 ratio^(-1/p), 0.2, 10)`` with p the pair's order (at most
