@@ -21,13 +21,11 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
-from scipy.integrate import solve_ivp
+from geodesics import scipy_endpoint  # the sibling benchmark script (run from benchmarks/ as a script)
 
 from support.core.dormand_prince import PAIRS
 from support.core.geodesics import solve_geodesics
-from support.core.monge_metric import geodesic_acceleration
 from support.experiments.memorising_flow import flow_laplace
 from support.experiments.toy_1d import fit_memorising_flow_1d
 from support.infra.profiles import get_profile
@@ -38,15 +36,8 @@ BOOK_RTOL = 1e-7
 
 
 def referee(loss, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """alpha(1) by scipy DOP853 at rtol 1e-12 / atol 1e-14 (reverse-over-reverse HVPs), one curve."""
-    k = theta.numel()
-
-    def rhs(_, y):
-        state = torch.from_numpy(y).to(theta)
-        return np.concatenate([y[k:], geodesic_acceleration(loss, state[:k], state[k:], "reverse").numpy()])
-
-    y0 = torch.cat([theta, v]).numpy()
-    return torch.from_numpy(solve_ivp(rhs, (0, 1), y0, method="DOP853", rtol=1e-12, atol=1e-14).y[:k, -1]).to(theta)
+    """alpha(1) by scipy DOP853 at rtol 1e-12 / atol 1e-14, one curve."""
+    return scipy_endpoint(loss, theta, v, "DOP853", 1e-12, 1e-14)
 
 
 def main() -> None:

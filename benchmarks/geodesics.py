@@ -88,17 +88,21 @@ def regression_loss(device: torch.device):
     return theta, loss
 
 
-def referee(loss, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """alpha(1) by scipy DOP853 at rtol 1e-10 / atol 1e-12 with reverse-over-reverse HVPs."""
+def scipy_endpoint(loss, theta: torch.Tensor, v: torch.Tensor, method: str, rtol: float, atol: float) -> torch.Tensor:
+    """alpha(1) of one curve by scipy's ``solve_ivp`` (``method`` at ``rtol``/``atol``), reverse-over-reverse HVPs."""
     k = theta.numel()
 
     def rhs(_, y):
         state = torch.from_numpy(y).to(theta)
-        acc = geodesic_acceleration(loss, state[:k], state[k:], "reverse")
-        return np.concatenate([y[k:], acc.cpu().numpy()])
+        return np.concatenate([y[k:], geodesic_acceleration(loss, state[:k], state[k:], "reverse").cpu().numpy()])
 
     y0 = torch.cat([theta, v]).cpu().numpy()
-    return torch.from_numpy(solve_ivp(rhs, (0, 1), y0, method="DOP853", rtol=1e-10, atol=1e-12).y[:k, -1]).to(theta)
+    return torch.from_numpy(solve_ivp(rhs, (0, 1), y0, method=method, rtol=rtol, atol=atol).y[:k, -1]).to(theta)
+
+
+def referee(loss, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """alpha(1) by scipy DOP853 at rtol 1e-10 / atol 1e-12."""
+    return scipy_endpoint(loss, theta, v, "DOP853", 1e-10, 1e-12)
 
 
 def torchdiffeq_batched(loss, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -114,14 +118,8 @@ def torchdiffeq_batched(loss, theta: torch.Tensor, v: torch.Tensor) -> tuple[tor
 
 
 def scipy_per_curve(loss, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    k = theta.numel()
-
-    def rhs(_, y):
-        state = torch.from_numpy(y).to(theta)
-        return np.concatenate([y[k:], geodesic_acceleration(loss, state[:k], state[k:], "reverse").cpu().numpy()])
-
-    y0 = torch.cat([theta, v]).cpu().numpy()
-    return torch.from_numpy(solve_ivp(rhs, (0, 1), y0, method="RK45", rtol=RTOL, atol=ATOL).y[:k, -1]).to(theta)
+    """alpha(1) by scipy RK45 at the benchmark's tolerances (the per-sample solver of Bergamin et al.'s code)."""
+    return scipy_endpoint(loss, theta, v, "RK45", RTOL, ATOL)
 
 
 def endpoint_error(got: torch.Tensor, truth: torch.Tensor, theta: torch.Tensor) -> float:
