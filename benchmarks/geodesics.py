@@ -13,6 +13,7 @@ Rows:
   ours, compiled          the same with compile_rhs=True, in chunks of --chunk
   ours, dopri8            the 8th-order pair at --dopri8-rtol (atol = rtol / 100), one batch: the setting
                           benchmarks/geodesic_integrators.py finds as accurate as dopri5 at rtol 1e-7
+  ours, dopri8, chunks    the same in batches of --cache-chunk curves (only where S is larger)
   ours, W workers         dopri5 in chunks of S / W shared among --workers forked processes (run it with
                           that many idle cores)
   torchdiffeq batched     one torchdiffeq dopri5 solve of the batched state with its default RMS norm
@@ -176,6 +177,11 @@ def benchmark(size: int, loss, theta, laplace, generator, args) -> dict:
     eighth, seconds = timed(lambda: solve_geodesics(loss, theta, v, method="dopri8", rtol=args.dopri8_rtol,
                                                    atol=args.dopri8_rtol * 1e-2))
     rows["ours, dopri8"] = dict(seconds=seconds, nfe=int(eighth.nfe.sum()), error=endpoint_error(eighth.endpoint[:n_ref], truth, theta))
+    if size > args.cache_chunk:
+        chunked, seconds = timed(lambda: solve_geodesics(loss, theta, v, method="dopri8", rtol=args.dopri8_rtol,
+                                                        atol=args.dopri8_rtol * 1e-2, chunk_size=args.cache_chunk))
+        rows[f"ours, dopri8, chunks of {args.cache_chunk}"] = dict(
+            seconds=seconds, nfe=int(chunked.nfe.sum()), error=endpoint_error(chunked.endpoint[:n_ref], truth, theta))
     if args.workers > 1:
         shared, seconds = timed(lambda: solve_geodesics(loss, theta, v, rtol=RTOL, atol=ATOL, workers=args.workers,
                                                        chunk_size=math.ceil(size / args.workers)))
@@ -211,6 +217,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="processes of the 'workers' row (1: no such row)")
     parser.add_argument("--dopri8-rtol", type=float, default=1e-6)
+    parser.add_argument("--cache-chunk", type=int, default=100,
+                        help="batch size of the chunked dopri8 row, run where S is larger (cache effects)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)
@@ -242,6 +250,9 @@ def main() -> None:
         if args.workers > 1:
             shared = rows[f"ours, {args.workers} workers"]["seconds"]
             print(f"{args.workers} workers ({args.workers} cores) over ours on one core: {rows['ours']['seconds'] / shared:.2f}x")
+        loop = rows["ours, loop (mixed speeds)"]["seconds"]
+        print(f"ours (dopri5, mixed speeds, one batch) over the loop of the same solver: "
+              f"{loop / rows['ours, mixed speeds']['seconds']:.2f}x")
         fastest_mixed = min(rows["ours, mixed speeds"]["seconds"], rows["ours, dopri8, mixed speeds"]["seconds"])
         for name in ("ours, loop (mixed speeds)", "scipy RK45 per curve (mixed speeds)"):
             print(f"fastest of ours (mixed speeds, one batch) over {name}: {rows[name]['seconds'] / fastest_mixed:.2f}x")

@@ -61,3 +61,56 @@ def test_report_and_table_mark_the_first_failure_of_a_chapter(tmp_path: Path) ->
     assert failing == 2
     lines = table.splitlines()
     assert lines[2].endswith("| held | FAILED |") and lines[3].endswith("| held | failed* |")
+
+
+EXERCISES = JUPYTEXT_HEADER + """# A chapter with exercises
+
+```{code-cell} ipython3
+x = 1
+```
+
+```{exercise} Show that x is one
+:label: ex-one
+
+Check it.
+```
+
+```{solution-start} ex-one
+:class: dropdown
+```
+
+It is.
+
+```{code-cell} ipython3
+assert x == 1
+```
+
+```{solution-end}
+```
+
+```{exercise} Add one
+:label: ex-two
+```
+
+```{solution-start} ex-two
+:class: dropdown
+```
+
+```{code-cell} ipython3
+assert x + 1 == 2
+```
+
+```{solution-end}
+```
+
+```{code-cell} ipython3
+assert x > 0  # a visible sanity check outside any solution: no claim
+```
+"""
+
+
+def test_exercise_solutions_that_assert_are_claims_labelled_by_their_exercise(tmp_path: Path) -> None:
+    chapter = tmp_path / "03_x.md"
+    chapter.write_text(EXERCISES)
+    assert chapter_claims(chapter) == [Claim("03_x.md", 1, "exercise: Show that x is one"),
+                                       Claim("03_x.md", 2, "exercise: Add one")]

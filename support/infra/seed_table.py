@@ -1,7 +1,8 @@
 """Which checked claims of the book hold under other seeds: ``python -m support.infra.seed_table``.
 
-A *claim* is a hidden code cell of a chapter (tagged ``remove-cell``) that asserts something. For
-every seed this runs the chosen chapters through nbval with ``BOOK_SEED`` set (the smoke profile
+A *claim* is a code cell of a chapter that asserts something and is either hidden (tagged
+``remove-cell``) or the code of an exercise's solution (between ``{solution-start}`` and
+``{solution-end}``); the solution's claim is labelled with its exercise's title. For every seed this runs the chosen chapters through nbval with ``BOOK_SEED`` set (the smoke profile
 unless ``BOOK_PROFILE`` says otherwise), reads each cell's outcome from pytest's JUnit XML and
 prints one row per claim: chapter, cell, the cell's first comment line, and held / FAILED per seed.
 A cell after a failed one may fail only because the failure stopped the chapter's state short; the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -34,18 +36,30 @@ class Claim:
     label: str
 
 
+EXERCISE = re.compile(r"```\{exercise\}\s*(?P<title>[^\n]*)\n(?:.*\n)*?:label:\s*(?P<label>\S+)")
+SOLUTION_MARK = re.compile(r"```\{solution-(?P<mark>start|end)\}\s*(?P<label>\S*)")
+
+
 def chapter_claims(chapter: Path) -> list[Claim]:
-    """The hidden assert cells of a jupytext chapter, labelled by their first comment line."""
+    """The claims of a jupytext chapter: hidden assert cells labelled by their first comment line,
+    and exercise solutions' assert cells labelled ``exercise: <its title>``."""
     import jupytext
 
-    claims, number = [], 0
+    claims, number, titles, solution = [], 0, {}, None
     for cell in jupytext.read(chapter).cells:
+        if cell.cell_type == "markdown":
+            titles.update((m["label"], m["title"].strip()) for m in EXERCISE.finditer(cell.source))
+            for mark in SOLUTION_MARK.finditer(cell.source):  # in page order: the last one says where we are
+                solution = mark["label"] if mark["mark"] == "start" else None
+            continue
         if cell.cell_type != "code":
             continue
-        tags = cell.metadata.get("tags", [])
-        if "remove-cell" in tags and "assert" in cell.source:
-            comments = [line.strip().lstrip("#").strip() for line in cell.source.splitlines() if line.strip().startswith("#")]
-            claims.append(Claim(chapter.name, number, comments[0] if comments else cell.source.splitlines()[0]))
+        if "assert" in cell.source:
+            if "remove-cell" in cell.metadata.get("tags", []):
+                comments = [line.strip().lstrip("#").strip() for line in cell.source.splitlines() if line.strip().startswith("#")]
+                claims.append(Claim(chapter.name, number, comments[0] if comments else cell.source.splitlines()[0]))
+            elif solution is not None:
+                claims.append(Claim(chapter.name, number, f"exercise: {titles.get(solution, solution)}"))
         number += 1
     return claims
 
