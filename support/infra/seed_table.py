@@ -2,9 +2,9 @@
 
 A *claim* is a code cell of a chapter that asserts something and is either hidden (tagged
 ``remove-cell``) or the code of an exercise's solution (between ``{solution-start}`` and
-``{solution-end}``); the solution's claim is labelled with its exercise's title. For every seed this runs the chosen chapters through nbval with ``BOOK_SEED`` set (the smoke profile
-unless ``BOOK_PROFILE`` says otherwise), reads each cell's outcome from pytest's JUnit XML and
-prints one row per claim: chapter, cell, the cell's first comment line, and held / FAILED per seed.
+``{solution-end}``); the solution's claim is labelled with its exercise's title. For every seed
+this runs the chosen chapters through nbval with ``BOOK_SEED`` set (the smoke profile unless
+``BOOK_PROFILE`` says otherwise), reads each cell's outcome from pytest's JUnit XML and prints one row per claim: chapter, cell, the cell's first comment line, and held / FAILED per seed.
 A cell after a failed one may fail only because the failure stopped the chapter's state short; the
 table marks the first failure of a chapter and seed with ``FAILED`` and later ones with ``failed*``.
 
@@ -36,7 +36,8 @@ class Claim:
     label: str
 
 
-EXERCISE = re.compile(r"```\{exercise\}\s*(?P<title>[^\n]*)\n(?:.*\n)*?:label:\s*(?P<label>\S+)")
+EXERCISE = re.compile(r"```\{exercise\}\s*(?P<title>[^\n]*)\n(?:(?!```).*\n)*?:label:\s*(?P<label>\S+)")
+"""An exercise directive's title and its label (searched only up to the directive's closing fence)."""
 SOLUTION_MARK = re.compile(r"```\{solution-(?P<mark>start|end)\}\s*(?P<label>\S*)")
 
 
