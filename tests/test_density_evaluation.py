@@ -97,3 +97,18 @@ def test_only_the_requested_models_are_integrated_and_bad_input_is_refused():
         evaluate_predictive_density(model, layout, thetas, 4.0, 41, test[:, 0], 500, 0.2, generator)
     with pytest.raises(ValueError, match="thetas"):
         evaluate_predictive_density(model, layout, thetas[0], 4.0, 41, test, 500, 0.2, generator)
+
+
+def test_a_model_with_no_sample_in_the_box_has_no_peak_and_is_stored_as_none():
+    # N(20, 1) puts no sample in [-3, 3] (mass 1e-70): its peak does not exist, the other model's does
+    model, layout, thetas = shift_flows(1, torch.tensor([[0.0], [20.0]]))
+    generator = torch.Generator().manual_seed(2)
+    test = torch.randn(10, 1, generator=generator)
+    result = evaluate_predictive_density(model, layout, thetas, 3.0, 25, test, 300, 0.3, generator, max_levels=3,
+                                         method="rk4", steps=10)
+    assert result.models_without_samples_in_box == 1
+    assert result.member_peak_log_density[1] == float("-inf") and result.member_shares[1] == 0
+    peaks = result.peak_log_densities
+    assert peaks[1] is None and math.isfinite(peaks[0])
+    assert peaks[0] <= -0.5 * math.log(2 * math.pi) + 1e-8
+    assert result.member_masses[1] == pytest.approx(0.0, abs=1e-12)

@@ -20,6 +20,7 @@ different density).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +53,8 @@ class DensityEvaluation:
     member_unresolved: torch.Tensor
     """Cells per integrated model that still asked for a split at the finest level [S'] (0: resolved)."""
     member_peak_log_density: torch.Tensor
-    """Largest log p(x | theta_s) over model s's own samples [S]: how sharp its peaks are."""
+    """Largest log p(x | theta_s) over model s's own samples in the box [S]: how sharp its peaks are;
+    -inf for a model none of whose samples lands in the box (see :attr:`peak_log_densities`)."""
     quadrature_nodes: int
     """Density evaluations all the quadratures used together."""
     total_variation_to_kde: float
@@ -72,6 +74,16 @@ class DensityEvaluation:
         standard errors of the share plus the quadrature ``tolerance`` (the self-check of Sec. 3.1's densities)."""
         allowed = tolerance + standard_errors * self.member_share_standard_errors
         return (self.member_masses - self.member_shares).abs() <= allowed
+
+    @property
+    def peak_log_densities(self) -> list[float | None]:
+        """``member_peak_log_density`` as floats, None for a model with no sample in the box (JSON-safe)."""
+        return [peak if math.isfinite(peak) else None for peak in self.member_peak_log_density.tolist()]
+
+    @property
+    def models_without_samples_in_box(self) -> int:
+        """How many of the S models put none of their samples in the box (their peak does not exist)."""
+        return int((~torch.isfinite(self.member_peak_log_density)).sum())
 
     @property
     def mass(self) -> float:
