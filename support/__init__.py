@@ -46,6 +46,7 @@ infra.browser_check     every built page opened offline in headless Chromium: ma
 
 core.parameters         losses as functions of a flat parameter vector, for any subset of a module
 core.monge_metric       G = I + grad L grad L^T (eq 16-18), Sherman-Morrison, the geodesic acceleration (eq 19)
+core.mlp_curvature      grad L and v^T H v of an MLP's squared error by hand, S curves in one pass (eq 19's two derivatives)
 core.christoffel        Christoffel symbols of any metric by autodiff (Def. A.1) and the general eq (14)
 core.dormand_prince     embedded Runge-Kutta pairs (dopri5, tsit5, dopri8) with a step size per curve and an active set
 core.geodesics          batched exponential map (dopri5/Euler/RK4, budgets, flags, checkpoints) and App. B.3 (eq 25-26)
