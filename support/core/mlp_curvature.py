@@ -136,7 +136,7 @@ class MLPRegressionLoss:
         params, tangents = self._layers(theta), self._layers(velocity)
         n = len(self.inputs)
         h, h_dot = self.inputs.expand(len(theta), *self.inputs.shape), None
-        inputs_of_layer, hidden = [], []  # (h_{l-1}, h'_{l-1}) per layer; (a_l, a_l', h_l) per hidden layer
+        inputs_of_layer, hidden = [], []  # (h_{l-1}, h'_{l-1}) per layer; (a_l, a_l', h_l, sigma'(a_l)) per hidden layer
         for depth, ((weight, bias), (weight_dot, bias_dot)) in enumerate(zip(params, tangents)):
             inputs_of_layer.append((h, h_dot))
             a = torch.baddbmm(bias[:, None], h, weight.transpose(1, 2))
@@ -145,8 +145,9 @@ class MLPRegressionLoss:
                 a_dot = a_dot.baddbmm(h_dot, weight.transpose(1, 2))
             if depth < len(params) - 1:
                 h = sigma(a)
-                h_dot = first(a, h) * a_dot
-                hidden.append((a, a_dot, h))
+                slope = first(a, h)
+                h_dot = slope * a_dot
+                hidden.append((a, a_dot, h, slope))
         delta = (2.0 / n) * (a - self.targets)  # dL/df, [S, N, out]
         curvature = (2.0 / n) * a_dot.square().sum(dim=(1, 2))
         gradients: list[torch.Tensor] = []
@@ -158,7 +159,7 @@ class MLPRegressionLoss:
             weight, weight_dot = params[depth][0], tangents[depth][0]
             curvature = curvature + 2 * (torch.bmm(delta.transpose(1, 2), h_in_dot) * weight_dot).sum(dim=(1, 2))
             delta_h = torch.bmm(delta, weight)
-            a, a_dot, h = hidden[depth - 1]
+            a, a_dot, h, slope = hidden[depth - 1]
             curvature = curvature + (delta_h * second(a, h) * a_dot.square()).sum(dim=(1, 2))
-            delta = delta_h * first(a, h)
+            delta = delta_h * slope
         return torch.cat(gradients, dim=1), curvature
