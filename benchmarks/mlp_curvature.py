@@ -3,7 +3,7 @@
 Every ratio is measured in this one run, one thread. For S curves at once, the cost per curve of:
   gradient             torch.func.grad of the loss (vmapped over S)
   autodiff RHS         support.core.monge_metric.geodesic_acceleration, double backward (the book's)
-  by hand              MLPRegressionLoss.gradient_and_curvature, then eq (19)
+  by hand              MLPRegressionLoss.gradient_and_curvature, then eq (19) (geodesic_acceleration's dispatch)
   ... compiled         the same two through torch.compile (what the paper profile's toy geodesics use)
 on three networks: the geodesic benchmark's 1-32-32-1 tanh MLP on 200 points, and chapter 8's and chapter
 9's SiLU velocity networks on the paper profile's 4,000 flow-matching pairs. The right-hand side does not
@@ -28,7 +28,7 @@ from support.core.mlp_curvature import MLPRegressionLoss
 from support.core.monge_metric import geodesic_acceleration
 from support.core.parameters import parameter_loss
 from support.infra.profiles import get_profile
-from support.models.flow_matching import VelocityMLP, deterministic_dataset, flow_matching_loss
+from support.models.flow_matching import VelocityMLP, deterministic_dataset, flow_matching_loss, flow_matching_regression
 
 
 def networks() -> dict[str, tuple[torch.Tensor, object, MLPRegressionLoss]]:
@@ -46,14 +46,9 @@ def networks() -> dict[str, tuple[torch.Tensor, object, MLPRegressionLoss]]:
         model = VelocityMLP(dim, paper.flow_matching.hidden if dim == 1 else sizes.hidden)
         data = deterministic_dataset(torch.randn(20, dim), n_pairs, torch.Generator().manual_seed(0))
         theta, loss, _ = parameter_loss(model, lambda f, data=data: flow_matching_loss(f, data))
-        fused = MLPRegressionLoss.from_sequential(model.net, torch.cat([data.xt, data.t[:, None]], dim=1), data.target)
+        fused = flow_matching_regression(model, data)
         out[f"chapter {chapter}, SiLU, N = {n_pairs}"] = (theta, loss, fused)
     return out
-
-
-def by_hand(fused: MLPRegressionLoss, thetas: torch.Tensor, velocities: torch.Tensor) -> torch.Tensor:
-    gradient, curvature = fused.gradient_and_curvature(thetas, velocities)
-    return -(curvature / (1 + gradient.square().sum(dim=1)))[:, None] * gradient
 
 
 def main() -> None:
@@ -65,7 +60,7 @@ def main() -> None:
     report = {}
     for name, (theta, loss, fused) in networks().items():
         autodiff = lambda th, v, loss=loss: geodesic_acceleration(loss, th, v, "reverse")
-        hand = lambda th, v, fused=fused: by_hand(fused, th, v)
+        hand = lambda th, v, fused=fused: geodesic_acceleration(fused, th, v)  # dispatches to the by-hand pass
         print(f"\n{name}, K = {theta.numel()}")
         print("| S | gradient ms/curve | autodiff RHS | by hand | autodiff, compiled | by hand, compiled | "
               "by hand / gradient | autodiff / by hand | compiled: autodiff / by hand | max rel. difference |")

@@ -4,6 +4,10 @@ import math
 
 import pytest
 import torch
+from torch.func import grad
+
+from support.core.laplace import exact_hessian
+from support.core.parameters import parameter_loss
 
 from support.models.flow_matching import (
     VelocityMLP,
@@ -12,6 +16,7 @@ from support.models.flow_matching import (
     deterministic_dataset,
     empirical_score,
     flow_matching_loss,
+    flow_matching_regression,
     generate,
     relative_field_error,
     sample_path_marginal,
@@ -63,6 +68,17 @@ def test_loss_matches_a_loop_and_vanishes_at_the_single_point_closed_form(gen):
         ((model(data.xt[i : i + 1], data.t[i : i + 1]) - data.target[i]).square().sum()) for i in range(len(data))
     ) / len(data)
     assert torch.allclose(flow_matching_loss(model, data), loop)
+
+
+def test_the_regression_form_of_eq_3_is_the_same_function_to_the_last_bit(gen):
+    model = VelocityMLP(dim=2, hidden=(5, 4))
+    data = deterministic_dataset(torch.randn(3, 2, generator=gen), 12, gen)
+    theta, through_model, _ = parameter_loss(model, lambda f: flow_matching_loss(f, data))
+    regression = flow_matching_regression(model, data)
+    for point in (theta, theta + 0.1 * torch.randn(theta.shape, generator=gen)):
+        assert torch.equal(regression(point), through_model(point))
+        assert torch.equal(grad(regression)(point), grad(through_model)(point))
+    assert torch.equal(exact_hessian(regression, theta), exact_hessian(through_model, theta))
 
 
 def test_velocity_mlp_shapes_and_errors():

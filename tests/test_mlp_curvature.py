@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from support.core.monge_metric import geodesic_acceleration
+from support.core.monge_metric import CurvatureLoss, geodesic_acceleration
 from support.core.mlp_curvature import MLPRegressionLoss
 
 torch.set_default_dtype(torch.float64)
@@ -55,15 +55,21 @@ def test_gradient_and_curvature_match_autodiff_of_the_module(activation, widths)
     assert torch.allclose(curvature, second_difference, rtol=1e-5, atol=1e-7)
 
 
-def test_the_geodesic_acceleration_it_gives_is_eq_19s():
+def test_geodesic_acceleration_takes_eq_19_by_hand_from_it_for_one_and_for_many_curves():
     net, x, y, theta, reference = network(nn.SiLU, (2, 6, 6, 1), seed=3)
     loss = MLPRegressionLoss.from_sequential(net, x, y)
+    assert isinstance(loss, CurvatureLoss) and not isinstance(reference, CurvatureLoss)
     thetas = theta + 0.3 * torch.randn(3, theta.numel())
     velocities = torch.randn(3, theta.numel())
     gradient, curvature = loss.gradient_and_curvature(thetas, velocities)
     by_hand = -(curvature / (1 + gradient.square().sum(dim=1)))[:, None] * gradient
-    assert torch.allclose(by_hand, geodesic_acceleration(reference, thetas, velocities, "reverse"), rtol=1e-11,
-                          atol=1e-14)
+    dispatched = geodesic_acceleration(loss, thetas, velocities)
+    assert torch.equal(dispatched, by_hand)  # the by-hand pass, not an HVP
+    autodiff = geodesic_acceleration(reference, thetas, velocities, "reverse")
+    assert torch.allclose(dispatched, autodiff, rtol=1e-11, atol=1e-14)
+    assert torch.allclose(geodesic_acceleration(loss, thetas[1], velocities[1]), autodiff[1], rtol=1e-11, atol=1e-14)
+    with pytest.raises(ValueError, match="no rows"):
+        geodesic_acceleration(loss, thetas[:0], velocities[:0])
 
 
 def test_unsupported_networks_and_bad_shapes_are_refused():

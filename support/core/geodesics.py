@@ -46,7 +46,7 @@ from ..infra.validation import require_finite, require_non_negative, require_pos
 from .dormand_prince import COLLAPSED, CONVERGED, OVER_NFE, OVER_TIME, PAIRS, STATUS, RowsFinished, solve_rows
 from .monge_metric import HvpMode, Loss, geodesic_acceleration, loss_gradient
 
-Method = Literal["dopri5", "dopri8", "euler", "rk4"]
+Method = Literal["dopri5", "tsit5", "dopri8", "euler", "rk4"]
 CHECKPOINT_EVERY_SECONDS = 60.0
 _FIXED_STEP_STAGES = {"euler": 1, "rk4": 4}
 

@@ -13,19 +13,35 @@ Everything here works with K-vectors only: G, its inverse (Sherman-Morrison) and
 applied to vectors without ever forming a K x K matrix. ``loss`` is always a function of a flat
 parameter tensor of shape [K] returning a scalar, written with torch operations so that
 ``torch.func`` can differentiate and vmap it.
+
+Eq (19) needs grad L and the single number alpha'^T H alpha', not the vector H alpha'. A loss that
+can give those two directly for S curves at once (a :class:`CurvatureLoss`, such as
+:class:`support.core.mlp_curvature.MLPRegressionLoss`) is used that way by
+:func:`geodesic_acceleration`; any other loss gets a vmapped gradient-plus-HVP pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch.func import grad, jvp, vjp, vmap
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 HvpMode = Literal["forward", "reverse"]
+
+
+@runtime_checkable
+class CurvatureLoss(Protocol):
+    """A loss of theta [K] that also returns eq (19)'s two derivatives for S curves in one pass."""
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor: ...
+
+    def gradient_and_curvature(self, theta: torch.Tensor, velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(grad L(theta_s) [S, K], v_s^T H(theta_s) v_s [S]) for theta and velocity [S, K]."""
+        ...
 
 
 def metric_vector_product(gradient: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
@@ -114,10 +130,14 @@ def gradient_and_hvp(
     return gradient, hv
 
 
+def _eq19(gradient: torch.Tensor, curvature: torch.Tensor) -> torch.Tensor:
+    """Eq (19) from grad L [..., K] and s = alpha'^T H alpha' [...]: -s / (1 + ||grad L||^2) grad L."""
+    return -(curvature / (1 + gradient.square().sum(-1)))[..., None] * gradient
+
+
 def _acceleration(loss: Loss, theta: torch.Tensor, velocity: torch.Tensor, mode: HvpMode) -> torch.Tensor:
     gradient, hv = gradient_and_hvp(loss, theta, velocity, mode)
-    curvature = (velocity * hv).sum() / (1 + gradient.square().sum())
-    return -curvature * gradient
+    return _eq19(gradient, (velocity * hv).sum())
 
 
 def geodesic_acceleration(
@@ -126,15 +146,21 @@ def geodesic_acceleration(
     """alpha'' of eq (19) at position ``theta`` with velocity ``velocity``.
 
     Shapes: ``theta`` and ``velocity`` both [K] (one curve) or both [S, K] (S curves, computed
-    with one vmapped pass, no Python loop). Costs one gradient-plus-HVP pass per curve.
+    in one pass, no Python loop). A :class:`CurvatureLoss` gives grad L and alpha'^T H alpha'
+    itself (``mode`` does not apply); any other loss costs one vmapped gradient-plus-HVP pass
+    per curve, forward- or reverse-over-reverse by ``mode``.
     """
     if theta.shape != velocity.shape or theta.ndim not in (1, 2):
         raise ValueError(
             f"theta and velocity must both have shape [K] or [S, K]; got {tuple(theta.shape)} "
             f"and {tuple(velocity.shape)}"
         )
+    if theta.ndim == 2 and len(theta) == 0:
+        raise ValueError("theta and velocity have no rows (S = 0): pass at least one curve")
+    if isinstance(loss, CurvatureLoss):
+        rows = (theta, velocity) if theta.ndim == 2 else (theta[None], velocity[None])
+        acceleration = _eq19(*loss.gradient_and_curvature(*rows))
+        return acceleration if theta.ndim == 2 else acceleration[0]
     if theta.ndim == 1:
         return _acceleration(loss, theta, velocity, mode)
-    if len(theta) == 0:
-        raise ValueError("theta and velocity have no rows (S = 0): pass at least one curve")
     return vmap(lambda th, ve: _acceleration(loss, th, ve, mode))(theta, velocity)

@@ -8,19 +8,19 @@ exact Hessian over all parameters (uniform prior), restricted to its positive pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..core.laplace import LowRankLaplace, exact_hessian, positive_part
-from ..core.parameters import ParameterLayout, parameter_loss
+from ..core.mlp_curvature import MLPRegressionLoss
+from ..core.parameters import ParameterLayout, flatten, select_parameters
 from ..data.toy_data import IsotropicGMM
 from ..models.flow_matching import (
     FlowMatchingDataset,
     VelocityMLP,
     deterministic_dataset,
-    flow_matching_loss,
+    flow_matching_regression,
     train_velocity_field,
 )
 
@@ -68,7 +68,8 @@ class FlowLaplace:
     """The Laplace approximation of a memorising flow over all its parameters (App. C.1)."""
 
     theta_star: torch.Tensor
-    loss: Callable[[torch.Tensor], torch.Tensor]
+    loss: MLPRegressionLoss
+    """L_FM(theta), eq (3), as an MLP regression, so geodesics get eq (19)'s right-hand side by hand."""
     layout: ParameterLayout
     eigenvalues: torch.Tensor
     """The exact Hessian's eigenvalues, descending (all of them, both signs)."""
@@ -80,7 +81,8 @@ class FlowLaplace:
 
 def flow_laplace(problem: MemorisingFlow, relative_floor: float = RELATIVE_EIGENVALUE_FLOOR) -> FlowLaplace:
     """Exact Hessian of L_FM at theta* (uniform prior), eigendecomposed, positive part above the floor."""
-    theta_star, loss, layout = parameter_loss(problem.model, lambda forward: flow_matching_loss(forward, problem.data))
+    layout = select_parameters(problem.model)
+    theta_star, loss = flatten(problem.model, layout), flow_matching_regression(problem.model, problem.data)
     eigenvalues, eigenvectors = torch.linalg.eigh(exact_hessian(loss, theta_star))
     eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
     posterior = positive_part(eigenvalues, eigenvectors, min_eigenvalue=relative_floor * eigenvalues[0].item())

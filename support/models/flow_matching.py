@@ -19,6 +19,8 @@ from torch import nn
 from torchdiffeq import odeint
 from tqdm import tqdm
 
+from ..core.mlp_curvature import MLPRegressionLoss
+
 VelocityField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """u(x, t): x of shape [B, D], t of shape [B] -> velocity of shape [B, D]."""
 
@@ -143,6 +145,14 @@ def flow_matching_loss(velocity: VelocityField, data: FlowMatchingDataset) -> to
     """Eq (3) on a fixed dataset: mean over pairs of ||u(x_t, t) - (x* - x0)||^2 (summed over D)."""
     residual = velocity(data.xt, data.t) - data.target
     return residual.square().sum(dim=1).mean()
+
+
+def flow_matching_regression(model: VelocityMLP, data: FlowMatchingDataset) -> MLPRegressionLoss:
+    """Eq (3) of ``model`` on ``data`` as a function of its flat parameters: an MLP regression of
+    (x_t, t) onto x* - x0, which also gives eq (19)'s gradient and curvature by hand
+    (:class:`support.core.mlp_curvature.MLPRegressionLoss`). Its value and its autodiff derivatives
+    are those of :func:`flow_matching_loss` through ``model`` (the same operations in the same order)."""
+    return MLPRegressionLoss.from_sequential(model.net, torch.cat([data.xt, data.t[:, None]], dim=1), data.target)
 
 
 def train_velocity_field(
