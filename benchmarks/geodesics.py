@@ -8,6 +8,13 @@ eta = 0.01 was for another positive part; here it gives 20). Accuracy: the endpo
 (reverse-over-reverse HVPs), on the first ``--referee`` curves, relative to the displacement
 ||alpha(1) - theta*||.
 
+Right-hand side: every row of ours, the loop and scipy's per-curve row use the one chosen by --rhs:
+``by-hand`` (default, what the book's flow networks use) gives the solver the loss as a
+support.core.mlp_curvature.MLPRegressionLoss, so eq (19) comes from its one-pass gradient and
+curvature; ``autodiff`` gives it the plain closure (a vmapped double backward). The torchdiffeq row
+and the referee always use the closure: the first is what the authors' related code does, and the
+second stays independent of the hand-written derivatives.
+
 Rows:
   ours                    support.core.geodesics.solve_geodesics (a step size per curve, active set), one batch
   ours, compiled          the same with compile_rhs=True, in chunks of --chunk
@@ -49,6 +56,7 @@ from torchdiffeq import odeint
 
 from support.core.geodesics import solve_geodesics
 from support.core.laplace import exact_laplace
+from support.core.mlp_curvature import MLPRegressionLoss
 from support.core.monge_metric import geodesic_acceleration, gradient_and_hvp
 from support.infra.provenance import REPO_ROOT
 
@@ -56,7 +64,7 @@ RTOL, ATOL, ETA = 1e-7, 1e-9, 1.0
 
 
 def regression_loss(device: torch.device):
-    """theta* [K] and L(theta) of the fitted 1-32-32-1 tanh MLP."""
+    """theta* [K], L(theta) of the fitted 1-32-32-1 tanh MLP as a closure, and the same L as an MLPRegressionLoss."""
     generator = torch.Generator().manual_seed(0)
     x = torch.linspace(-3, 3, 200)[:, None]
     y = torch.sin(2 * x) + 0.1 * torch.randn(x.shape, generator=generator)
@@ -87,7 +95,7 @@ def regression_loss(device: torch.device):
         params = {n: t.reshape(s) for n, t, s in zip(names, flat.split(sizes), shapes)}
         return (functional_call(net, params, (x,)) - y).square().mean()
 
-    return theta, loss
+    return theta, loss, MLPRegressionLoss.from_sequential(net, x, y)
 
 
 def scipy_endpoint(loss, theta: torch.Tensor, v: torch.Tensor, method: str, rtol: float, atol: float) -> torch.Tensor:
@@ -160,13 +168,15 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def benchmark(size: int, loss, theta, laplace, generator, args) -> dict:
+def benchmark(size: int, loss, autodiff_loss, theta, laplace, generator, args) -> dict:
+    """The rows for S = ``size``: ours, the loop and scipy's per-curve solve with ``loss``; torchdiffeq and the
+    referee with ``autodiff_loss``."""
     v = ETA * laplace.sample(size, generator)
     spread = torch.exp(torch.linspace(math.log(0.2), math.log(3.0), size, dtype=v.dtype))[torch.randperm(size, generator=generator)]
     mixed = v * spread[:, None].to(v)
     n_ref = min(args.referee, size)
-    truth = torch.stack([referee(loss, theta, row) for row in v[:n_ref]])
-    truth_mixed = torch.stack([referee(loss, theta, row) for row in mixed[:args.loop]])
+    truth = torch.stack([referee(autodiff_loss, theta, row) for row in v[:n_ref]])
+    truth_mixed = torch.stack([referee(autodiff_loss, theta, row) for row in mixed[:args.loop]])
     rows = {}
 
     ours, seconds = timed(lambda: solve_geodesics(loss, theta, v, rtol=RTOL, atol=ATOL))
@@ -188,7 +198,7 @@ def benchmark(size: int, loss, theta, laplace, generator, args) -> dict:
                                                        chunk_size=math.ceil(size / args.workers)))
         rows[f"ours, {args.workers} workers"] = dict(seconds=seconds, nfe=int(shared.nfe.sum()),
                                                     error=endpoint_error(shared.endpoint[:n_ref], truth, theta))
-    (batched, calls), seconds = timed(lambda: torchdiffeq_batched(loss, theta, v))
+    (batched, calls), seconds = timed(lambda: torchdiffeq_batched(autodiff_loss, theta, v))
     rows["torchdiffeq batched"] = dict(seconds=seconds, nfe=calls * size, error=endpoint_error(batched[:n_ref], truth, theta))
 
     mixed_batch, seconds = timed(lambda: solve_geodesics(loss, theta, mixed, rtol=RTOL, atol=ATOL))
@@ -216,6 +226,8 @@ def main() -> None:
     parser.add_argument("--referee", type=int, default=8, help="curves checked against DOP853 at rtol 1e-10")
     parser.add_argument("--loop", type=int, default=8, help="curves timed one at a time (scaled to S)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rhs", choices=["by-hand", "autodiff"], default="by-hand",
+                        help="eq (19)'s right-hand side for ours, the loop and scipy's per-curve row")
     parser.add_argument("--workers", type=int, default=2, help="processes of the 'workers' row (1: no such row)")
     parser.add_argument("--dopri8-rtol", type=float, default=1e-6)
     parser.add_argument("--cache-chunk", type=int, default=100,
@@ -227,15 +239,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)
     device = torch.device(args.device)
-    theta, loss = regression_loss(device)
-    laplace = exact_laplace(loss, theta, min_eigenvalue=0.0)
-    laplace = exact_laplace(loss, theta, min_eigenvalue=1e-3 * float(laplace.eigenvalues[0]))
+    theta, autodiff_loss, by_hand_loss = regression_loss(device)
+    loss = by_hand_loss if args.rhs == "by-hand" else autodiff_loss
+    laplace = exact_laplace(autodiff_loss, theta, min_eigenvalue=0.0)
+    laplace = exact_laplace(autodiff_loss, theta, min_eigenvalue=1e-3 * float(laplace.eigenvalues[0]))
     generator = torch.Generator().manual_seed(1)
-    report = {"device": str(device), "threads": args.threads, "K": theta.numel(), "rtol": RTOL, "atol": ATOL,
+    report = {"device": str(device), "threads": args.threads, "right_hand_side": args.rhs, "K": theta.numel(), "rtol": RTOL, "atol": ATOL,
               "eta": ETA, "rhs": rhs_costs(loss, theta, ETA * laplace.sample(100, generator)), "sizes": {}}
-    print(f"K = {theta.numel()}, {device}, {args.threads} thread(s); right-hand side: {report['rhs']}")
+    print(f"K = {theta.numel()}, {device}, {args.threads} thread(s); right-hand side {args.rhs}: {report['rhs']}")
     for size in args.sizes:
-        rows = benchmark(size, loss, theta, laplace, generator, args)
+        rows = benchmark(size, loss, autodiff_loss, theta, laplace, generator, args)
         report["sizes"][size] = rows
         base = rows["ours"]["seconds"]
         print(f"\nS = {size}")
