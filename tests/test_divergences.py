@@ -10,6 +10,7 @@ import torch
 from support.data.toy_data import IsotropicGMM
 from support.evaluation.divergences import (
     MAX_LOO_POINTS,
+    PooledWasserstein1D,
     kde,
     kl_target_to_kde,
     loo_bandwidth,
@@ -130,3 +131,51 @@ def test_kl_grids_and_subsets_that_would_give_wrong_numbers_are_refused():
     for bad in (float("nan"), -1.0, 0.0, "silverman"):
         with pytest.raises(ValueError, match="bandwidth must be 'loo', 'scott' or a finite positive number"):
             kde(samples, bad)
+
+
+def test_pooled_wasserstein_equals_scipy_on_the_resampled_pool() -> None:
+    """Oracle: scipy's W1 of the models drawn (with repeats), their far points left out, against the reference."""
+    generator = torch.Generator().manual_seed(3)
+    blocks = torch.randn(7, 40, generator=generator, dtype=torch.float64) * torch.linspace(0.5, 3, 7)[:, None]
+    blocks[2, :5] = 1e4  # points the keep mask leaves out
+    blocks[4] = blocks[4].round()  # ties inside a model
+    reference = torch.randn(300, generator=generator, dtype=torch.float64)
+    keep = blocks.abs() < 1e3
+    pooled = PooledWasserstein1D(blocks, reference, keep)
+    for _ in range(5):
+        chosen = torch.randint(7, (7,), generator=generator)
+        resampled = blocks[chosen].reshape(-1)
+        expected = wasserstein_1d(resampled[resampled.abs() < 1e3], reference)
+        assert pooled(torch.bincount(chosen, minlength=7)) == pytest.approx(expected, rel=1e-12)
+    assert pooled(torch.ones(7)) == pytest.approx(wasserstein_1d(blocks[keep], reference), rel=1e-12)
+
+
+def test_pooled_wasserstein_rejects_bad_input() -> None:
+    blocks, reference = torch.zeros(3, 4), torch.randn(10)
+    with pytest.raises(ValueError, match=r"shape \[S, N\]"):
+        PooledWasserstein1D(torch.zeros(12), reference)
+    with pytest.raises(ValueError, match="non-finite"):
+        PooledWasserstein1D(torch.tensor([[0.0, float("nan")]]), reference)
+    with pytest.raises(ValueError, match="boolean mask"):
+        PooledWasserstein1D(blocks, reference, torch.ones(3, 5, dtype=torch.bool))
+    pooled = PooledWasserstein1D(blocks, reference, torch.tensor([[True] * 4, [False] * 4, [True] * 4]))
+    for bad in (torch.ones(2), torch.tensor([1.0, -1.0, 1.0]), torch.tensor([1.0, float("nan"), 1.0])):
+        with pytest.raises(ValueError, match="finite non-negative"):
+            pooled(bad)
+    with pytest.raises(ValueError, match="keep no point"):
+        pooled(torch.tensor([0.0, 3.0, 0.0]))
+
+
+@pytest.mark.parametrize("elements_per_pass", [1, 10_000, 2_000_000])
+def test_loo_bandwidth_maximises_the_leave_one_out_likelihood_however_it_is_batched(monkeypatch, elements_per_pass):
+    """Oracle: the leave-one-out log-likelihood summed point by point with scipy's normal density."""
+    import support.evaluation.divergences as divergences
+
+    monkeypatch.setattr(divergences, "LOO_ELEMENTS_PER_PASS", elements_per_pass)
+    x = np.random.default_rng(4).normal(size=30) * np.array([0.3, 2.0] * 15)
+    candidates = np.geomspace(0.05, 2.0, 17)
+
+    def loo(h: float) -> float:
+        return sum(np.log(np.mean(np.delete(stats.norm.pdf(x[i], x, h), i))) for i in range(len(x)))
+
+    assert loo_bandwidth(x, candidates) == candidates[int(np.argmax([loo(h) for h in candidates]))]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from support.evaluation.ensemble_statistics import (
+    bootstrap_over_model_counts,
     bootstrap_over_models,
     difference_standard_error,
     model_blocks,
@@ -71,3 +72,18 @@ def test_a_share_has_the_binomial_standard_error_and_zero_counts_as_one_point() 
     for share, n in [(-0.1, 10), (1.5, 10), (float("nan"), 10), (0.5, 0)]:
         with pytest.raises(ValueError, match="share in"):
             share_standard_error(share, n)
+
+
+def test_the_count_bootstrap_draws_the_same_models_as_the_pooled_one() -> None:
+    """A statistic of the pool's empirical measure, once from the resampled points and once from the
+    models' multiplicities (a weighted mean), has the same bootstrap standard error from one seed."""
+    generator = torch.Generator().manual_seed(2)
+    S, N = 12, 5
+    samples = torch.randn(S * N, 1, generator=generator, dtype=torch.float64)
+    block_means = samples.reshape(S, N).mean(1)
+    pooled = bootstrap_over_models(samples, S, lambda x: x.mean().item(), torch.Generator().manual_seed(9))
+    counted = bootstrap_over_model_counts(S, lambda c: (c.double() @ block_means / c.sum()).item(),
+                                          torch.Generator().manual_seed(9))
+    assert counted == pytest.approx(pooled, rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2 resamples"):
+        bootstrap_over_model_counts(S, lambda c: 0.0, generator, resamples=1)

@@ -143,7 +143,10 @@ def test_ensemble_field_std_matches_a_loop_over_models():
     thetas = flatten(model, layout) + 0.1 * torch.randn(5, layout.dim)
     x, t = torch.randn(7, 1), torch.rand(7)
     expected = ensemble_velocity(model, layout, thetas, x, t).std(dim=0)
-    assert torch.allclose(ensemble_field_std(model, layout, thetas, x, t, models_per_chunk=2), expected)
+    for particles in (3, 14, 10_000):  # chunks of 1, 2 and all 5 models
+        assert torch.allclose(ensemble_field_std(model, layout, thetas, x, t, particles_per_chunk=particles), expected)
+    with pytest.raises(ValueError, match="particles_per_chunk must be positive"):
+        ensemble_field_std(model, layout, thetas, x, t, particles_per_chunk=0)
     with pytest.raises(ValueError, match="two models"):
         ensemble_field_std(model, layout, thetas[:1], x, t)
 

@@ -8,7 +8,9 @@ small at the smoke profile's S = 16. Here the S models are the replicates:
 * :func:`per_model` evaluates a statistic on every model's block of N points (e.g. the
   memorisation ratio, eq 8), so its mean and standard error are over models;
 * :func:`bootstrap_over_models` resamples whole models for statistics of the pooled sample that
-  do not split into per-model terms (e.g. W1 of the ensemble, eq 38);
+  do not split into per-model terms (e.g. W1 of the ensemble, eq 38), and
+  :func:`bootstrap_over_model_counts` does the same for a statistic that takes the resample as the
+  multiplicity of each model (the 1D W1 of a reweighted pool, sorted once);
 * :func:`difference_standard_error` and :func:`share_standard_error` combine them when two
   independent estimates are compared (a claim "A < B" is asserted with a margin of k of these).
 """
@@ -63,13 +65,33 @@ def bootstrap_over_models(
     Each resample draws S models with replacement (from ``generator``) and evaluates ``statistic`` on
     their N x S points.
     """
+    blocks = model_blocks(samples, models)
+    return _model_bootstrap(models, generator, resamples,
+                            lambda chosen: statistic(blocks[chosen].reshape(-1, *samples.shape[1:])))
+
+
+def bootstrap_over_model_counts(
+    models: int, statistic: Callable[[torch.Tensor], float], generator: torch.Generator, resamples: int = 200
+) -> float:
+    """:func:`bootstrap_over_models` for a statistic of the models' multiplicities: ``statistic(counts)``
+    with ``counts[m]`` how often model m was drawn ([S], summing to S).
+
+    The same draws from ``generator`` as :func:`bootstrap_over_models`, so for a statistic of the pool's
+    empirical measure (such as :class:`support.evaluation.divergences.PooledWasserstein1D`) both give the
+    same standard error; this one never copies the resampled points.
+    """
+    return _model_bootstrap(models, generator, resamples,
+                            lambda chosen: statistic(torch.bincount(chosen, minlength=models)))
+
+
+def _model_bootstrap(
+    models: int, generator: torch.Generator, resamples: int, evaluate: Callable[[torch.Tensor], float]
+) -> float:
+    """Sample standard deviation of ``evaluate(chosen)`` over ``resamples`` draws of S of the S models."""
     if resamples < 2:
         raise ValueError(f"resamples={resamples}: a standard error needs at least 2 resamples")
-    blocks = model_blocks(samples, models)
-    values = np.empty(resamples)
-    for b in range(resamples):
-        chosen = torch.randint(models, (models,), generator=generator)
-        values[b] = float(statistic(blocks[chosen].reshape(-1, *samples.shape[1:])))
+    values = np.array([float(evaluate(torch.randint(models, (models,), generator=generator)))
+                       for _ in range(resamples)])
     if not np.isfinite(values).all():
         raise ValueError("the statistic is not finite on some resamples: filter diverged models first")
     return float(values.std(ddof=1))

@@ -23,6 +23,11 @@ SEED_ENV_VAR = "BOOK_SEED"
 DEFAULT_SEED = 0
 """The seed of both profiles when ``$BOOK_SEED`` is not set: the numbers the book shows."""
 PROFILE_NAMES = ("smoke", "paper")
+CPU_GEODESIC_CHUNK = 1
+"""Curves per geodesic solve of the paper-size toy networks on a CPU. Chapter 8's network (K = 1,185,
+4,000 pairs, dopri8, compiled, one thread) took 1.58 s a curve alone against 1.75 s in pairs (24
+curves, 2026-12-02): a batch of two outgrows the cache that one fits, and the worker processes
+already use every core."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class Experiment1DSizes:
     field_grid: tuple[int, int]
     """(x, t) grid of the Fig. 4 velocity-field statistics."""
     geodesic_chunk: int
-    """Curves per batched geodesic solve (1-4 measured fastest on a CPU; larger on a GPU)."""
+    """Curves per batched geodesic solve (``CPU_GEODESIC_CHUNK`` on a CPU; larger on a GPU)."""
     checkpoint: bool
     """Save solved geodesics atomically under the build folder and resume from them."""
 
@@ -438,18 +443,18 @@ def _paper() -> Profile:
         theorem_4_1=Theorem41Sizes(line_points=2001, taylor_samples=2000),
         experiment_1d=Experiment1DSizes(
             posterior_samples=1000, base_samples=1000, kl_repetitions=50, kl_subset=100,
-            field_grid=(121, 101), geodesic_chunk=2 if not torch.cuda.is_available() else 250,
+            field_grid=(121, 101), geodesic_chunk=CPU_GEODESIC_CHUNK if not torch.cuda.is_available() else 250,
             checkpoint=True,
         ),
         experiment_2d=Experiment2DSizes(
             n_pairs=4000, hidden=(32, 32), train_steps=10000, learning_rate=3e-3, points=3000,
             etas_top=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0), etas_full=(0.1, 0.2, 0.3, 0.5, 1.0), full_models=100,
-            trajectories=24, euler_steps=100, geodesic_chunk=2 if not torch.cuda.is_available() else 100,
+            trajectories=24, euler_steps=100, geodesic_chunk=CPU_GEODESIC_CHUNK if not torch.cuda.is_available() else 100,
             checkpoint=True,
         ),
         positive_part=PositivePartSizes(
             floors=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5), prior_precisions=(1e-1, 1e-2, 1e-3), models=100, base_samples=1000,
-            geodesic_chunk=2 if not torch.cuda.is_available() else 100, checkpoint=True,
+            geodesic_chunk=CPU_GEODESIC_CHUNK if not torch.cuda.is_available() else 100, checkpoint=True,
         ),
         likelihood=LikelihoodSizes(
             one_d=DensityBoxSizes(posterior_samples=32, points_per_axis=1201, bandwidth=0.05, quadrature_levels=10,

@@ -80,16 +80,20 @@ def ensemble_field_std(
     thetas: torch.Tensor,
     x: torch.Tensor,
     t: torch.Tensor,
-    models_per_chunk: int = 64,
+    particles_per_chunk: int = 32768,
 ) -> torch.Tensor:
     """Standard deviation over the S models of u_{theta_s}(x, t) per point (Fig. 4, right): [N, D].
 
-    Models are evaluated in chunks so S x N never has to fit in memory at once.
+    Models are evaluated in chunks of about ``particles_per_chunk / N`` models (at least one), so that
+    S x N never has to fit in memory at once and one vmapped evaluation stays near the cache size: on
+    this CPU chapter 8's paper grid (N = 12,221, S = 1,000) took 13 s a method in chunks of 64 models
+    and 4-5 s in chunks of 1 to 8.
     """
-    if models_per_chunk < 1:
-        raise ValueError(f"models_per_chunk must be positive, got {models_per_chunk}")
+    if particles_per_chunk < 1:
+        raise ValueError(f"particles_per_chunk must be positive, got {particles_per_chunk}")
     if thetas.shape[0] < 2:
         raise ValueError("need at least two models for a standard deviation")
+    models_per_chunk = max(1, particles_per_chunk // len(x))
     velocities = torch.cat(
         [ensemble_velocity(model, layout, block, x, t) for block in thetas.split(models_per_chunk)]
     )
