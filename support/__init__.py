@@ -38,6 +38,7 @@ infra.provenance        the commit and the hashes of the sources a chapter's res
 infra.results           build folder, atomic writes, checkpoints, results JSON with provenance, markdown tables
 infra.paper_artefacts   commit a paper-profile run's results and figures to book/paper_results/; show them with provenance
 infra.seed_table        which checked claims hold under other seeds (``make seed-table``)
+infra.forked_map        independent pieces of work shared among forked CPU processes, results as with one
 infra.validation        argument checks shared by every layer (finite, positive integer, non-negative number)
 infra.offline_html      the scripts and stylesheets a built page loads from the network (the book renders offline)
 infra.sphinx_scripts    a Sphinx extension writing each inline script of a page once (a repeat is a JavaScript error)

@@ -100,18 +100,20 @@ def experiment_1d_samples(
     sizes: Experiment1DSizes,
     steps: int,
     generator: torch.Generator,
+    workers: int = 1,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq (35-36): every model moves the same N base points with ``steps`` Euler steps.
 
     Returns ``(x0 [N, 1], samples)`` with samples ``target`` (S N draws of p_*), ``map`` [N, 1],
-    ``euclidean`` and ``riemannian`` [S N, 1] (model by model).
+    ``euclidean`` and ``riemannian`` [S N, 1] (model by model). ``workers`` forked CPU processes share
+    the ensembles' groups of models (a speed setting: the samples are the same for any count).
     """
     x0 = torch.randn(sizes.base_samples, 1, generator=generator)
     euler = dict(method="euler", steps=steps)
     generated = {
         "map": generate(problem.model, x0, **euler),
-        "euclidean": generate_ensemble(problem.model, layout, ensembles.euclidean, x0, **euler).reshape(-1, 1),
-        "riemannian": generate_ensemble(problem.model, layout, ensembles.riemannian, x0, **euler).reshape(-1, 1),
+        **{name: generate_ensemble(problem.model, layout, thetas, x0, workers=workers, **euler).reshape(-1, 1)
+           for name, thetas in (("euclidean", ensembles.euclidean), ("riemannian", ensembles.riemannian))},
     }
     target_samples = problem.target.sample(sizes.posterior_samples * sizes.base_samples, generator)
     return x0, {"target": target_samples, **generated}

@@ -13,6 +13,7 @@ from torch import nn
 from torch.func import vmap
 
 from ..core.parameters import ParameterLayout, functional_forward
+from ..infra.forked_map import forked_map
 from .flow_matching import VelocityField, generate
 
 
@@ -52,6 +53,7 @@ def generate_ensemble(
     thetas: torch.Tensor,
     x0: torch.Tensor,
     particles_per_solve: int | None = 16384,
+    workers: int = 1,
     **generate_options,
 ) -> torch.Tensor:
     """g_{theta_s}(x0_i) for all S models and N base points: [S, N, D] (or [T, S, N, D] with ``times``).
@@ -59,19 +61,24 @@ def generate_ensemble(
     Models are vmapped together in groups of about ``particles_per_solve / N`` models, each group
     one batched solve of eq (2) (``None``: all S models in one solve). On a CPU the step is
     memory-bound, and ~16k particles per solve measured fastest (``benchmarks/laplace.py``); on a
-    GPU a larger value (or ``None``) is better. ``generate_options`` are those of
-    :func:`support.models.flow_matching.generate`.
+    GPU a larger value (or ``None``) is better. ``workers`` forked CPU processes share the groups
+    (:func:`support.infra.forked_map.forked_map`; the same result as one). ``generate_options`` are
+    those of :func:`support.models.flow_matching.generate`.
     """
     if x0.ndim != 2:
         raise ValueError(f"x0 must have shape [N, D], got {tuple(x0.shape)}")
     if particles_per_solve is not None and particles_per_solve < 1:
         raise ValueError(f"particles_per_solve must be positive, got {particles_per_solve}")
+    if workers > 1 and thetas.device.type != "cpu":
+        raise ValueError(f"workers = {workers} forks processes, which CUDA does not survive; on {thetas.device} "
+                         "use workers = 1 (and particles_per_solve = None)")
     group = thetas.shape[0] if particles_per_solve is None else max(1, particles_per_solve // x0.shape[0])
-    parts = []
-    for block in thetas.split(group):
+
+    def solve_group(block: torch.Tensor) -> torch.Tensor:
         out = generate(ensemble_field(model, layout, block), x0.repeat(block.shape[0], 1), **generate_options)
-        parts.append(out.reshape(*out.shape[:-2], block.shape[0], *x0.shape))
-    return torch.cat(parts, dim=-3)
+        return out.reshape(*out.shape[:-2], block.shape[0], *x0.shape)
+
+    return torch.cat(forked_map(solve_group, thetas.split(group), workers), dim=-3)
 
 
 def ensemble_field_std(
