@@ -1,12 +1,17 @@
 """evaluate_predictive_density (Sec. 3.1, eq 22) on flows whose densities are known in closed form."""
 
+import json
 import math
 
 import pytest
 import torch
 
 from support.core.parameters import flatten, select_parameters
-from support.evaluation.density_evaluation import evaluate_predictive_density
+from support.evaluation.density_evaluation import (
+    evaluate_predictive_density,
+    masses_match_shares,
+    paired_log_density_gap,
+)
 from support.evaluation.quadrature import gaussian_smoothing
 from support.models.flow_matching import VelocityMLP
 
@@ -112,3 +117,30 @@ def test_a_model_with_no_sample_in_the_box_has_no_peak_and_is_stored_as_none():
     assert peaks[1] is None and math.isfinite(peaks[0])
     assert peaks[0] <= -0.5 * math.log(2 * math.pi) + 1e-8
     assert result.member_masses[1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_summary_gives_the_same_checks_and_the_paired_gap_is_a_paired_mean():
+    shifts = torch.tensor([[0.3], [-0.4]])
+    model, layout, thetas = shift_flows(1, shifts)
+    generator = torch.Generator().manual_seed(3)
+    test = torch.randn(300, 1, generator=generator)
+    one = evaluate_predictive_density(model, layout, thetas, 4.0, 41, test, 400, 0.2, generator, max_levels=3,
+                                      method="rk4", steps=10)
+    map_like = evaluate_predictive_density(model, layout, thetas[:1], 4.0, 41, test, 400, 0.2, generator,
+                                           max_levels=3, method="rk4", steps=10)
+    summary = json.loads(json.dumps(one.summary()))  # what a results file gives back
+    assert summary["test_log_likelihood"] == one.test_log_likelihood
+    assert summary["member_share_standard_errors"] == one.member_share_standard_errors.tolist()
+    for tolerance, errors in ((0.005, 4.0), (0.0, 0.0), (1e-4, 1.0)):
+        assert masses_match_shares(summary, tolerance, errors) == one.mass_matches_share(tolerance, errors).tolist()
+    # the paired gap against an independent computation: the exact log-densities of the two mixtures
+    normal = torch.distributions.Normal(shifts[:, 0], 1.0)
+    mixture = torch.logsumexp(normal.log_prob(test), dim=1) - math.log(2)
+    single = normal.log_prob(test)[:, 0]
+    mean, se = paired_log_density_gap(one, map_like)
+    assert mean == pytest.approx((mixture - single).mean().item(), abs=1e-8)
+    assert se == pytest.approx((mixture - single).std().item() / math.sqrt(300), rel=1e-6)
+    shorter = evaluate_predictive_density(model, layout, thetas[:1], 4.0, 41, test[:10], 400, 0.2, generator,
+                                          max_levels=3, method="rk4", steps=10)
+    with pytest.raises(ValueError, match="same ones"):
+        paired_log_density_gap(one, shorter)

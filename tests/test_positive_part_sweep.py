@@ -1,9 +1,12 @@
 """The positive-part choices of chapter 13 against closed forms, and one small sweep step end to end."""
 
+import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from support.core.parameters import functional_forward
 from support.evaluation.divergences import wasserstein_1
@@ -13,8 +16,11 @@ from support.experiments.positive_part_sweep import (
     MEMORISATION_THRESHOLD,
     PositivePartChoice,
     choices,
+    comparisons,
+    dimensions,
     run_choice,
     sweep_reference,
+    sweep_results,
 )
 from support.experiments.toy_1d import fit_memorising_flow_1d
 from support.infra.profiles import get_profile
@@ -89,3 +95,53 @@ def test_one_choice_end_to_end_matches_a_direct_computation():
     assert outcome.w1["euclidean"].values.tolist() == pytest.approx(distances, rel=1e-9)
     assert outcome.velocity_norm == pytest.approx(v.norm(dim=1).median().item())
     assert len(outcome.w1["riemannian"].values) == 3 and outcome.far_out == {"euclidean": 0.0, "riemannian": 0.0}
+    # the results file keeps every model's values, survives JSON, and its comparisons are recomputed from them
+    choice = outcome.choice
+    results = json.loads(json.dumps(sweep_results([choice, choice], tiny.positive_part, {1: reference},
+                                                  {(1, choice): outcome})))
+    assert results["1d"]["choices"][0]["w1"]["euclidean"] == outcome.w1["euclidean"].values.tolist()
+    assert results["1d"]["map_w1"] == reference.map_w1 and results["models"] == 3
+    assert results["p_values"] == comparisons(results) and dimensions(results) == [1]
+
+
+def synthetic_results(seed: int = 0) -> dict:
+    """A results file of two dimensions and three choices with random per-model values (E shifted above R)."""
+    rng = np.random.default_rng(seed)
+    labels = ["floor tau = 0.1 lambda_1", "floor tau = 0.001 lambda_1", "prior delta = 0.01 lambda_1"]
+
+    def values(shift: float) -> list[float]:
+        return (rng.standard_normal(7) + shift).tolist()
+
+    return {"choices": [{"kind": label.split()[0], "relative": float(label.split()[3]), "label": label}
+                        for label in labels],
+            **{f"{dim}d": {"choices": [{"label": label, **{field: {"euclidean": values(1.0 + i), "riemannian": values(0.0)}
+                                                        for field in ("loss", "memorisation_gap", "w1")}}
+                                       for i, label in enumerate(labels)]} for dim in (1, 2)}}
+
+
+def test_comparisons_are_one_sided_mann_whitney_tests_of_the_stored_per_model_values():
+    results = synthetic_results()
+    assert dimensions(results) == [1, 2]
+    found = comparisons(results)
+    # per dimension: two tests per choice, then two per method between the first and the last choice
+    assert len(found) == 2 * (2 * 3 + 2 * 2)
+    by_key = {(c["dim"], c["test"], c["choice"]): c["p"] for c in found}
+    assert len(by_key) == len(found)
+    for dim in (1, 2):
+        per_choice = results[f"{dim}d"]["choices"]
+        for o in per_choice:
+            for test, field in (("loss E > R", "loss"), ("W1 E > R", "w1")):
+                want = stats.mannwhitneyu(o[field]["euclidean"], o[field]["riemannian"], alternative="greater").pvalue
+                assert by_key[dim, test, o["label"]] == pytest.approx(want, rel=1e-12)
+        first, last = per_choice[0], per_choice[-1]
+        want = stats.mannwhitneyu(last["w1"]["euclidean"], first["w1"]["euclidean"], alternative="greater").pvalue
+        assert by_key[dim, "W1 E weakest > strongest", None] == pytest.approx(want, rel=1e-12)
+        want = stats.mannwhitneyu(first["memorisation_gap"]["riemannian"], last["memorisation_gap"]["riemannian"],
+                                  alternative="greater").pvalue
+        assert by_key[dim, "memorisation R strongest > weakest", None] == pytest.approx(want, rel=1e-12)
+    # the Euclidean values sit one to three standard deviations above: one-sided, the reverse is not significant
+    assert by_key[1, "W1 E > R", "prior delta = 0.01 lambda_1"] < 0.01
+    flipped = {"choices": results["choices"], "1d": {"choices": [
+        {**o, "w1": {"euclidean": o["w1"]["riemannian"], "riemannian": o["w1"]["euclidean"]}}
+        for o in results["1d"]["choices"]]}}
+    assert {(c["test"], c["choice"]): c["p"] for c in comparisons(flipped)}["W1 E > R", "prior delta = 0.01 lambda_1"] > 0.99

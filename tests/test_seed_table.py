@@ -31,6 +31,19 @@ y = 2  # hidden, but no claim
 
 assert x + 1 == 2
 ```
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+# the claims on a results dict
+check_claims({"x": x})
+```
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+z = recheck_x(x)  # not a check_ function: no claim
+```
 """
 
 REPORT = """<?xml version="1.0" encoding="utf-8"?>
@@ -46,7 +59,8 @@ REPORT = """<?xml version="1.0" encoding="utf-8"?>
 def test_claims_are_hidden_assert_cells_numbered_as_nbval_numbers_code_cells(tmp_path: Path) -> None:
     chapter = tmp_path / "07_x.md"
     chapter.write_text(CHAPTER)
-    assert chapter_claims(chapter) == [Claim("07_x.md", 1, "x is one"), Claim("07_x.md", 3, "assert x + 1 == 2")]
+    assert chapter_claims(chapter) == [Claim("07_x.md", 1, "x is one"), Claim("07_x.md", 3, "assert x + 1 == 2"),
+                                       Claim("07_x.md", 4, "the claims on a results dict")]
 
 
 def test_report_and_table_mark_the_first_failure_of_a_chapter(tmp_path: Path) -> None:

@@ -16,12 +16,19 @@ in 1D or 2D,
 
 Generated samples come from the exact flow (dopri5), like the likelihood (an Euler sampler has a
 different density).
+
+:meth:`DensityEvaluation.summary` is what a results file keeps of an evaluation, and
+:func:`masses_match_shares` and :func:`paired_log_density_gap` give the same checks and comparisons on it
+as on the evaluation itself, so a chapter checks its claims on a committed paper-profile run with the
+code it uses on its own run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,8 +79,18 @@ class DensityEvaluation:
     def mass_matches_share(self, tolerance: float = 0.005, standard_errors: float = 4.0) -> torch.Tensor:
         """[S'] whether each model's mass equals its sample share within ``standard_errors`` binomial
         standard errors of the share plus the quadrature ``tolerance`` (the self-check of Sec. 3.1's densities)."""
-        allowed = tolerance + standard_errors * self.member_share_standard_errors
-        return (self.member_masses - self.member_shares).abs() <= allowed
+        return _mass_within_share(self.member_masses, self.member_shares, self.member_share_standard_errors,
+                                  tolerance, standard_errors)
+
+    def summary(self) -> dict[str, Any]:
+        """What a results file keeps (JSON-safe): the scalars, the integrated models' masses, shares, their
+        standard errors and unresolved cells, and every model's peak log-density (None where it has none)."""
+        return {"test_log_likelihood": self.test_log_likelihood, "entropy": self.entropy,
+                "member_masses": self.member_masses.tolist(), "member_shares": self.member_shares.tolist(),
+                "member_share_standard_errors": self.member_share_standard_errors.tolist(),
+                "unresolved_cells": self.member_unresolved.tolist(), "peak_log_density": self.peak_log_densities,
+                "total_variation_to_kde": self.total_variation_to_kde, "kde_noise_floor": self.kde_noise_floor,
+                "quadrature_nodes": self.quadrature_nodes}
 
     @property
     def peak_log_densities(self) -> list[float | None]:
@@ -94,6 +111,29 @@ class DensityEvaluation:
     def share_inside(self) -> float:
         """Share of the integrated models' samples inside the box (estimates the same as ``mass``)."""
         return self.member_shares.mean().item()
+
+
+def _mass_within_share(masses: torch.Tensor, shares: torch.Tensor, share_standard_errors: torch.Tensor,
+                       tolerance: float, standard_errors: float) -> torch.Tensor:
+    return (masses - shares).abs() <= tolerance + standard_errors * share_standard_errors
+
+
+def masses_match_shares(summary: Mapping[str, Any], tolerance: float = 0.005, standard_errors: float = 4.0) -> list[bool]:
+    """:meth:`DensityEvaluation.mass_matches_share` on a :meth:`DensityEvaluation.summary` (e.g. read from a
+    committed results file): one bool per integrated model."""
+    masses, shares, errors = (torch.tensor(summary[key], dtype=torch.float64) for key in (
+        "member_masses", "member_shares", "member_share_standard_errors"))
+    return _mass_within_share(masses, shares, errors, tolerance, standard_errors).tolist()
+
+
+def paired_log_density_gap(better: DensityEvaluation, worse: DensityEvaluation) -> tuple[float, float]:
+    """Mean and standard error of log p_better(x) - log p_worse(x) over the same held-out points: the paired
+    comparison of two predictives' test log-likelihoods."""
+    if better.test_log_densities.shape != worse.test_log_densities.shape:
+        raise ValueError(f"the two evaluations have different held-out points ({tuple(better.test_log_densities.shape)} "
+                         f"and {tuple(worse.test_log_densities.shape)}): a paired gap needs the same ones")
+    gap = better.test_log_densities - worse.test_log_densities
+    return gap.mean().item(), gap.std().item() / len(gap) ** 0.5
 
 
 def evaluate_predictive_density(

@@ -14,14 +14,21 @@ For each choice, S velocities give S Euclidean models theta* + v and S Riemannia
 Exp_theta*(v) (eq 19, dopri5, over-budget curves filtered as in App. D.3.1); every model moves the
 same N base points, and its memorisation ratio (eq 8) and W1 to the target (eq 38) are computed per
 model, so that means and standard errors are over models (``evaluation.ensemble_statistics``).
+
+:func:`sweep_results` turns a sweep into the chapter's results file, and :func:`comparisons` computes the
+sweep's one-sided Mann-Whitney tests from the per-model values in such a file, so that the chapter reads the
+live run and a committed paper-profile run (``support.infra.paper_artefacts``) through the same code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from scipy import stats
 
 from ..core.laplace import LowRankLaplace, positive_part
 from ..evaluation.divergences import RepeatedEstimate, wasserstein_1
@@ -152,3 +159,69 @@ def run_choice(
         loss[name] = RepeatedEstimate(torch.stack([laplace.loss(theta) for theta in models]).detach().cpu().numpy())
     return ChoiceResult(choice, posterior.rank, ensembles.v.norm(dim=1).median().item(), ensembles.filtered,
                         loss, memorisation_gap, w1, far_out, ensembles.seconds)
+
+
+METHODS = ("euclidean", "riemannian")
+MEASURES = ("loss", "memorisation_gap", "w1")
+"""The per-model values a results file keeps for each method and choice."""
+
+
+def sweep_results(
+    sweep: Sequence[PositivePartChoice],
+    sizes: PositivePartSizes,
+    references: Mapping[int, SweepReference],
+    outcomes: Mapping[tuple[int, PositivePartChoice], ChoiceResult],
+) -> dict[str, Any]:
+    """The results file of a sweep: the choices, and per dimension (``"1d"``, ``"2d"``) the MAP's and the
+    target's scores and, per choice, every model's values (:data:`MEASURES`); ``"p_values"`` holds
+    :func:`comparisons` of those values."""
+    results: dict[str, Any] = {
+        "choices": [{"kind": c.kind, "relative": c.relative, "label": c.label} for c in sweep],
+        "models": sizes.models, "base_samples": sizes.base_samples,
+    }
+    for dim, reference in references.items():
+        results[f"{dim}d"] = {
+            "map_memorisation": reference.map_memorisation, "map_w1": reference.map_w1,
+            "target_w1": reference.target_w1,
+            "choices": [{"label": choice.label, "rank": o.rank, "velocity_norm": o.velocity_norm, "filtered": o.filtered,
+                         "far_out": o.far_out, "geodesic_seconds": o.seconds,
+                         **{field: {name: getattr(o, field)[name].values.tolist() for name in METHODS}
+                            for field in MEASURES}}
+                        for choice in sweep for o in [outcomes[dim, choice]]],
+        }
+    results["p_values"] = comparisons(results)
+    return results
+
+
+def dimensions(results: Mapping[str, Any]) -> list[int]:
+    """The dimensions a results file of :func:`sweep_results` holds, ascending."""
+    return sorted(int(key[:-1]) for key in results if key.endswith("d") and key[:-1].isdigit())
+
+
+def comparisons(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One-sided Mann-Whitney p-values over the models of a results file of :func:`sweep_results`.
+
+    Per dimension: for every choice, "loss E > R" and "W1 E > R" (the Euclidean models' values are
+    stochastically larger than the Riemannian ones'); per method (E, R), between the first choice (the
+    strongest: the highest floor) and the last (the weakest: the smallest prior precision), "W1 <m> weakest >
+    strongest" and "memorisation <m> strongest > weakest". Each entry is ``{"dim", "test", "choice", "p"}``,
+    ``choice`` a label or None for the strongest-weakest comparisons.
+    """
+    def greater(larger: Sequence[float], smaller: Sequence[float]) -> float:
+        return float(stats.mannwhitneyu(np.asarray(larger), np.asarray(smaller), alternative="greater").pvalue)
+
+    found = []
+    for dim in dimensions(results):
+        per_choice = results[f"{dim}d"]["choices"]
+        for o in per_choice:
+            for test, field in (("loss E > R", "loss"), ("W1 E > R", "w1")):
+                found.append({"dim": dim, "test": test, "choice": o["label"],
+                              "p": greater(o[field]["euclidean"], o[field]["riemannian"])})
+        strongest, weakest = per_choice[0], per_choice[-1]
+        for name in METHODS:
+            short = name[0].upper()
+            found.append({"dim": dim, "test": f"W1 {short} weakest > strongest", "choice": None,
+                          "p": greater(weakest["w1"][name], strongest["w1"][name])})
+            found.append({"dim": dim, "test": f"memorisation {short} strongest > weakest", "choice": None,
+                          "p": greater(strongest["memorisation_gap"][name], weakest["memorisation_gap"][name])})
+    return found

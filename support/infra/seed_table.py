@@ -1,6 +1,7 @@
 """Which checked claims of the book hold under other seeds: ``python -m support.infra.seed_table``.
 
-A *claim* is a code cell of a chapter that asserts something and is either hidden (tagged
+A *claim* is a code cell of a chapter that asserts something (an ``assert``, or a call of one of the
+chapter's ``check_...`` functions, which assert the claims on a results dict) and is either hidden (tagged
 ``remove-cell``) or the code of an exercise's solution (between ``{solution-start}`` and
 ``{solution-end}``); the solution's claim is labelled with its exercise's title. For every seed
 this runs the chosen chapters through nbval with ``BOOK_SEED`` set (the smoke profile unless
@@ -39,6 +40,8 @@ class Claim:
 EXERCISE = re.compile(r"```\{exercise\}\s*(?P<title>[^\n]*)\n(?:(?!```).*\n)*?:label:\s*(?P<label>\S+)")
 """An exercise directive's title and its label (searched only up to the directive's closing fence)."""
 SOLUTION_MARK = re.compile(r"```\{solution-(?P<mark>start|end)\}\s*(?P<label>\S*)")
+CHECK_CALL = re.compile(r"\bcheck_\w+\(")
+"""A call of a chapter's claim-checking function (``check_claims(results)``)."""
 
 
 def chapter_claims(chapter: Path) -> list[Claim]:
@@ -55,7 +58,7 @@ def chapter_claims(chapter: Path) -> list[Claim]:
             continue
         if cell.cell_type != "code":
             continue
-        if "assert" in cell.source:
+        if "assert" in cell.source or CHECK_CALL.search(cell.source):
             if "remove-cell" in cell.metadata.get("tags", []):
                 comments = [line.strip().lstrip("#").strip() for line in cell.source.splitlines() if line.strip().startswith("#")]
                 claims.append(Claim(chapter.name, number, comments[0] if comments else cell.source.splitlines()[0]))
