@@ -6,8 +6,11 @@ set float64 as the default."""
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
+from scipy.integrate import quad
+from scipy.optimize import brentq
 from diffusers import UNet2DModel
 
 from support.core.geodesics import solve_geodesics
@@ -17,8 +20,11 @@ from support.data.image_data import held_out_images, load_digits_stand_in, rando
 from support.data.image_set import ImageSet
 from support.evaluation.frechet import frechet_distance, pixel_features
 from support.experiments.cifar_experiment import (
+    PosteriorPerturbations,
     draw_hessian_batches,
+    image_change,
     memorisation_of,
+    metric_reach,
     perturb_along_directions,
     posterior_perturbations,
     slope_and_curvature,
@@ -255,6 +261,61 @@ def test_posterior_perturbations_use_exp_of_eta_v_equals_the_geodesic_at_time_et
         assert torch.allclose(out.euclidean[e], theta + eta * out.v)
     with pytest.raises(ValueError, match="increasing"):
         posterior_perturbations(loss, theta, laplace, (1.0, 0.5), 2, torch.Generator())
+
+
+def test_theorem_4_2_reach_matches_the_arc_length_of_a_graph_off_its_minimum():
+    """On L(theta) = g theta - k theta^2 / 2 (K = 1) the geodesic from 0 with velocity v runs along the graph at
+    the constant metric speed sqrt(1 + g^2) v, so its endpoint x solves the arc-length equation
+    int_0^x sqrt(1 + (g - k t)^2) dt = sqrt(1 + g^2) v (scipy). The slope flattens, so x exceeds the plain
+    bound v of the paper's Theorem 4.2 (which assumes grad L = 0) but not the metric length."""
+    g, k = 1.0, 1.0
+    loss = lambda theta: g * theta[0] - k * theta[0] ** 2 / 2
+    theta = torch.zeros(1, dtype=torch.float64)
+    steps = torch.tensor([[0.25], [0.5], [-0.5]], dtype=torch.float64)
+    end = solve_geodesics(loss, theta, steps, rtol=1e-10, atol=1e-12).position[-1]
+    gradient = torch.tensor([g], dtype=torch.float64)
+    reach = metric_reach(theta, steps, end, gradient)
+    for u, found in zip(steps[:, 0].tolist(), reach.tolist()):
+        length = np.sqrt(1 + g ** 2) * abs(u)
+        arc = lambda x: quad(lambda t: np.sqrt(1 + (g - k * t) ** 2), 0.0, x)[0] - np.sign(u) * length
+        x = brentq(arc, -10.0, 10.0)
+        assert found == pytest.approx(abs(x) / length, rel=1e-7)
+    assert bool((reach < 1).all())
+    plain = metric_reach(theta, steps, end, torch.zeros_like(gradient))  # ||Exp(u) - theta|| / ||u||
+    assert plain[0] > 1 and plain[1] > 1 and plain[2] < 1, plain  # uphill the slope flattens, downhill it steepens
+
+
+def test_theorem_4_2_reach_skips_filtered_geodesics_and_refuses_non_finite_or_mismatched_input():
+    theta = torch.zeros(2, dtype=torch.float64)
+    v = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    etas = (0.5, 1.0)
+    euclidean = torch.stack([theta + eta * v for eta in etas])
+    riemannian = euclidean * 0.9
+    riemannian[:, 1] = float("nan")  # the second geodesic was filtered
+    out = PosteriorPerturbations(etas, v, euclidean, riemannian, torch.tensor([True, False]), torch.tensor([10, 0]), 0.0)
+    gradient = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    reach = out.metric_reach(theta, gradient)
+    assert reach.shape == (2, 1)
+    assert torch.allclose(reach, torch.full((2, 1), 0.9 / np.sqrt(10), dtype=torch.float64))  # ||v||_G = sqrt(1 + 9)
+    with pytest.raises(ValueError, match="converged"):
+        metric_reach(theta, euclidean, riemannian, gradient)
+    with pytest.raises(ValueError, match="shape"):
+        metric_reach(theta, euclidean, riemannian[:, :1], gradient)
+
+
+def test_image_change_is_the_per_base_sample_distance_to_the_reference_with_its_standard_error():
+    reference = torch.zeros(4, 1, 2, 2)
+    images = reference.clone()
+    for i, distance in enumerate((1.0, 2.0, 3.0, 6.0)):
+        images[i, 0, 0, 0] = distance
+    change = image_change(images, reference)
+    assert change.values.tolist() == [1.0, 2.0, 3.0, 6.0]
+    assert change.mean == pytest.approx(3.0) and change.standard_error == pytest.approx(np.std([1, 2, 3, 6], ddof=1) / 2)
+    with pytest.raises(ValueError, match="shape"):
+        image_change(images, reference[:3])
+    images[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        image_change(images, reference)
 
 
 def test_direction_paths_curvature_matches_the_exact_hessian_and_the_metric_speed_is_constant():

@@ -10,6 +10,9 @@
   scale eta, the Euclidean weights theta* + eta v and the Riemannian weights Exp(eta v) (Fig. 13).
   Geodesics are reparametrisation invariant, Exp(eta v) = alpha_v(eta), so one solve per v
   gives every eta. A curve whose solve exceeds the evaluation budget is filtered (App. D.3.1).
+* :func:`metric_reach` is Theorem 4.2's ratio ||Exp(eta v) - theta*|| / ||eta v||_G(theta*), at most 1.
+* :func:`image_change` measures how far perturbed models move the images of fixed base samples
+  from the MAP's (Fig. 6), with a standard error over the base samples.
 * :func:`memorisation_of` is the App. D.4 measure: c = 1/3, K = 10 next-closest training images.
 """
 
@@ -24,7 +27,8 @@ from torch.func import vmap
 
 from ..core.geodesics import solve_geodesics
 from ..core.laplace import LowRankLaplace
-from ..core.monge_metric import HvpMode, Loss, gradient_and_hvp
+from ..core.monge_metric import HvpMode, Loss, gradient_and_hvp, metric_norm
+from ..evaluation.divergences import RepeatedEstimate
 from ..evaluation.memorisation import memorisation_ratio
 from ..models.cifar_unet import FixedBatch, draw_fixed_batch
 
@@ -160,6 +164,11 @@ class PosteriorPerturbations:
     def filtered(self) -> int:
         return int((~self.converged).sum())
 
+    def metric_reach(self, theta: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        """[E, S_kept] Theorem 4.2's ratio :func:`metric_reach` for every converged geodesic and eta."""
+        kept = self.converged.to(self.riemannian.device)
+        return metric_reach(theta, self.euclidean[:, kept] - theta, self.riemannian[:, kept], gradient)
+
 
 def posterior_perturbations(
     loss: Loss,
@@ -181,6 +190,46 @@ def posterior_perturbations(
     scales = times[1:, None, None].to(theta.device)
     return PosteriorPerturbations(tuple(etas), v, theta + scales * v[None], solution.position[1:],
                                   solution.converged, solution.nfe, seconds)
+
+
+def metric_reach(theta: torch.Tensor, step: torch.Tensor, endpoint: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """||Exp_theta(u) - theta|| / ||u||_G(theta) for the steps u = eta v and geodesic endpoints [..., K].
+
+    Theorem 4.2 (App. B.2): the geodesic with initial velocity u keeps its metric speed
+    ||u||_G(theta) = sqrt(||u||^2 + (grad L . u)^2) for unit time, and G >= I, so its endpoint is
+    within that distance of theta: the ratio is at most 1 up to the solver's tolerance. The paper
+    writes the bound as ||u||, which assumes grad L(theta) = 0; a per-batch loss with fixed noise
+    (App. D.3) is not stationary at the trained theta*, and there ||u|| can be exceeded.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or an input is not finite (select the converged geodesics first).
+    """
+    if step.shape != endpoint.shape or theta.shape != step.shape[-1:] or gradient.shape != theta.shape:
+        raise ValueError(f"need theta and gradient [K] and steps and endpoints [..., K] of one shape, got theta "
+                         f"{tuple(theta.shape)}, gradient {tuple(gradient.shape)}, steps {tuple(step.shape)}, "
+                         f"endpoints {tuple(endpoint.shape)}")
+    for name, tensor in (("theta", theta), ("gradient", gradient), ("steps", step), ("endpoints", endpoint)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} is not finite: pass the converged geodesics only (filtered rows are NaN)")
+    return (endpoint - theta).norm(dim=-1) / metric_norm(gradient, step)
+
+
+def image_change(images: torch.Tensor, reference: torch.Tensor) -> RepeatedEstimate:
+    """L2 distance of every image [M, C, H, W] to the reference image of the same base sample (Fig. 6).
+
+    Row i of both comes from the same x0, the reference through the MAP; the mean over the M base
+    samples, with its standard error, says how much a perturbation changes what the model makes.
+    Subtracting the ``values`` of two perturbations gives their paired difference.
+    """
+    if images.shape != reference.shape or len(images) < 2:
+        raise ValueError(f"need images and reference of one shape [M >= 2, ...], got {tuple(images.shape)} "
+                         f"and {tuple(reference.shape)}")
+    distances = (images - reference).flatten(1).double().norm(dim=1)
+    if not bool(torch.isfinite(distances).all()):
+        raise ValueError("an image is not finite: the perturbed model generated NaN or inf")
+    return RepeatedEstimate(distances.cpu().numpy())
 
 
 def memorisation_of(images: torch.Tensor, train: torch.Tensor) -> float:
