@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .profiles import get_profile
-from .provenance import REPO_ROOT, changed_sources, result_chapters, results_sources
+from .provenance import REPO_ROOT, changed_since_run, result_chapters, results_sources
 from .results import atomic_write, results_dir
 
 PAPER_RESULTS_DIR = REPO_ROOT / "book" / "paper_results"
@@ -99,10 +99,10 @@ def provenance_text(name: str, paper: PaperResults, root: Path = REPO_ROOT) -> s
     meta = paper.metadata
     text = (f"Paper-profile run of {meta['date'][:10]} on {meta['device']} (torch {meta['torch']}, seed "
             f"{meta['seed']}), commit `{meta['commit'][:12]}`.")
-    now = results_sources(name, root)
+    now = results_sources(name, root, meta["profile"])
     if now is None or "sources" not in meta:
         return text + " Its sources were not recorded: the numbers are those of that commit."
-    changed = changed_sources(meta["sources"], now)
+    changed = changed_since_run(meta["sources"], meta["commit"], now, meta["profile"], root)
     if not changed:
         return text + " None of the sources its numbers depend on has changed since."
     return (text + " **The code has changed since that run** (" + ", ".join(f"`{c}`" for c in changed)

@@ -127,7 +127,7 @@ def run_metadata(profile: Profile, name: str | None = None) -> dict[str, Any]:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "torch": torch.__version__,
-        **({"sources": sources} if (sources := results_sources(name)) is not None else {}),
+        **({"sources": sources} if (sources := results_sources(name, profile=profile.name)) is not None else {}),
     }
 
 
