@@ -260,8 +260,10 @@ def changed_since_run(recorded: Mapping[str, str], commit: str, now: Mapping[str
         if key not in now and key in RECORD_KEEPING and RECORD_KEEPING[key] is None:
             continue
         then = None if key not in recorded or key not in now else _file_at_commit(commit, key.removesuffix(_CODE_CELLS), root)
-        vouched = then is not None and recorded[key] in {_source_digest(key, then, profile, plain=True),
-                                                         _source_digest(key, then, profile)}
-        if not (vouched and _source_digest(key, then, profile) == now[key]):
+        if then is None:
+            changed.append(key)
+            continue
+        then_today = _source_digest(key, then, profile)
+        if recorded[key] not in {_source_digest(key, then, profile, plain=True), then_today} or then_today != now[key]:
             changed.append(key)
     return changed
