@@ -26,7 +26,8 @@ Rows:
                           that many idle cores)
   torchdiffeq batched     one torchdiffeq dopri5 solve of the batched state with its default RMS norm
                           over the whole batch (what the authors' related batched code does)
-  ours, dopri8, mixed     the 8th-order pair on the mixed-speed velocities below, one batch
+  ours, mixed speeds      dopri5 and the 8th-order pair on the mixed-speed velocities below, one batch, and
+                          (where S is larger than a batch) the same two in batches of --cache-chunk curves
   ours, loop              one solve_geodesics call per curve, on speeds spread 0.2x-3x (timed on
                           --loop curves, scaled to S)
   scipy RK45 per curve    scipy.integrate.solve_ivp per curve at the same rtol/atol (timed on --loop
@@ -36,6 +37,7 @@ curve-evaluation (seconds / total evaluations; with --device cuda the GPU figure
 _build/benchmarks/geodesics.json.
 
 Usage: python benchmarks/geodesics.py [--sizes 100 1000] [--device cpu|cuda] [--chunk 2]
+       python benchmarks/geodesics.py --sizes 1000 --only-mixed --workers 1   (the batch-against-loop rows only)
 """
 
 from __future__ import annotations
@@ -168,17 +170,12 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def benchmark(size: int, loss, autodiff_loss, theta, laplace, generator, args) -> dict:
-    """The rows for S = ``size``: ours, the loop and scipy's per-curve solve with ``loss``; torchdiffeq and the
-    referee with ``autodiff_loss``."""
-    v = ETA * laplace.sample(size, generator)
-    spread = torch.exp(torch.linspace(math.log(0.2), math.log(3.0), size, dtype=v.dtype))[torch.randperm(size, generator=generator)]
-    mixed = v * spread[:, None].to(v)
+def same_speed_rows(size: int, loss, autodiff_loss, theta, v, args) -> dict:
+    """The rows on the Laplace velocities v [S, K]: ours (one batch, compiled, dopri8, chunked, workers) and the
+    batched torchdiffeq solve, each against the referee on the first ``--referee`` curves."""
     n_ref = min(args.referee, size)
     truth = torch.stack([referee(autodiff_loss, theta, row) for row in v[:n_ref]])
-    truth_mixed = torch.stack([referee(autodiff_loss, theta, row) for row in mixed[:args.loop]])
     rows = {}
-
     ours, seconds = timed(lambda: solve_geodesics(loss, theta, v, rtol=RTOL, atol=ATOL))
     rows["ours"] = dict(seconds=seconds, nfe=int(ours.nfe.sum()), error=endpoint_error(ours.endpoint[:n_ref], truth, theta))
     compiled, seconds = timed(lambda: solve_geodesics(loss, theta, v, rtol=RTOL, atol=ATOL, chunk_size=args.chunk,
@@ -200,14 +197,28 @@ def benchmark(size: int, loss, autodiff_loss, theta, laplace, generator, args) -
                                                     error=endpoint_error(shared.endpoint[:n_ref], truth, theta))
     (batched, calls), seconds = timed(lambda: torchdiffeq_batched(autodiff_loss, theta, v))
     rows["torchdiffeq batched"] = dict(seconds=seconds, nfe=calls * size, error=endpoint_error(batched[:n_ref], truth, theta))
+    return rows
 
-    mixed_batch, seconds = timed(lambda: solve_geodesics(loss, theta, mixed, rtol=RTOL, atol=ATOL))
-    rows["ours, mixed speeds"] = dict(seconds=seconds, nfe=int(mixed_batch.nfe.sum()),
-                                      error=endpoint_error(mixed_batch.endpoint[:args.loop], truth_mixed, theta))
-    mixed_eighth, seconds = timed(lambda: solve_geodesics(loss, theta, mixed, method="dopri8", rtol=args.dopri8_rtol,
-                                                         atol=args.dopri8_rtol * 1e-2))
-    rows["ours, dopri8, mixed speeds"] = dict(seconds=seconds, nfe=int(mixed_eighth.nfe.sum()),
-                                              error=endpoint_error(mixed_eighth.endpoint[:args.loop], truth_mixed, theta))
+
+def benchmark(size: int, loss, autodiff_loss, theta, laplace, generator, args) -> dict:
+    """The rows for S = ``size``: ours, the loop and scipy's per-curve solve with ``loss``; torchdiffeq and the
+    referee with ``autodiff_loss``."""
+    v = ETA * laplace.sample(size, generator)
+    spread = torch.exp(torch.linspace(math.log(0.2), math.log(3.0), size, dtype=v.dtype))[torch.randperm(size, generator=generator)]
+    mixed = v * spread[:, None].to(v)
+    truth_mixed = torch.stack([referee(autodiff_loss, theta, row) for row in mixed[:args.loop]])
+    rows = {}
+    if not args.only_mixed:
+        rows |= same_speed_rows(size, loss, autodiff_loss, theta, v, args)
+    mixed_solvers = {"ours, mixed speeds": dict(rtol=RTOL, atol=ATOL),
+                     "ours, dopri8, mixed speeds": dict(method="dopri8", rtol=args.dopri8_rtol, atol=args.dopri8_rtol * 1e-2)}
+    if size > args.cache_chunk:  # the same two in batches that stay in cache
+        mixed_solvers |= {f"{name}, chunks of {args.cache_chunk}": dict(options, chunk_size=args.cache_chunk)
+                          for name, options in list(mixed_solvers.items())}
+    for name, options in mixed_solvers.items():
+        solution, seconds = timed(lambda: solve_geodesics(loss, theta, mixed, **options))
+        rows[name] = dict(seconds=seconds, nfe=int(solution.nfe.sum()),
+                          error=endpoint_error(solution.endpoint[:args.loop], truth_mixed, theta))
     loop, seconds = timed(lambda: torch.stack([solve_geodesics(loss, theta, row, rtol=RTOL, atol=ATOL).endpoint
                                                for row in mixed[:args.loop]]))
     rows["ours, loop (mixed speeds)"] = dict(seconds=seconds * size / args.loop, nfe=None,
@@ -216,6 +227,25 @@ def benchmark(size: int, loss, autodiff_loss, theta, laplace, generator, args) -
     rows["scipy RK45 per curve (mixed speeds)"] = dict(seconds=seconds * size / args.loop, nfe=None,
                                                        error=endpoint_error(scipy_out, truth_mixed, theta))
     return rows
+
+
+def print_same_speed_ratios(rows: dict, args) -> None:
+    """Ours on one core against the batched torchdiffeq solve (fastest, and fastest at least as accurate), and
+    the workers row against one core."""
+    one_core = {name: row for name, row in rows.items() if name.startswith("ours") and "mixed" not in name
+                and "workers" not in name}
+    batched = rows["torchdiffeq batched"]
+    fastest = min(row["seconds"] for row in one_core.values())
+    print(f"fastest of ours on one core over torchdiffeq batched: {batched['seconds'] / fastest:.2f}x")
+    as_accurate = [row["seconds"] for row in one_core.values() if row["error"] <= batched["error"]]
+    if as_accurate:
+        print(f"fastest of ours on one core at least as accurate as torchdiffeq batched, over it: "
+              f"{batched['seconds'] / min(as_accurate):.2f}x")
+    else:
+        print("no row of ours on one core is as accurate as torchdiffeq batched")
+    if args.workers > 1:
+        shared = rows[f"ours, {args.workers} workers"]["seconds"]
+        print(f"{args.workers} workers ({args.workers} cores) over ours on one core: {rows['ours']['seconds'] / shared:.2f}x")
 
 
 def main() -> None:
@@ -235,6 +265,8 @@ def main() -> None:
     parser.add_argument("--chunked-rtols", type=float, nargs="+", default=[1e-6, 1e-8],
                         help="rtols of the chunked dopri8 rows (atol = rtol / 100): the book's, and one tight enough to "
                              "match the batched torchdiffeq solve's error at S = 1000")
+    parser.add_argument("--only-mixed", action="store_true",
+                        help="only the mixed-speed rows: batches (one, and chunks of --cache-chunk) against the loop and scipy")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)
@@ -250,37 +282,27 @@ def main() -> None:
     for size in args.sizes:
         rows = benchmark(size, loss, autodiff_loss, theta, laplace, generator, args)
         report["sizes"][size] = rows
-        base = rows["ours"]["seconds"]
         print(f"\nS = {size}")
         print("| method | s per curve | evaluations per curve | ms per curve-evaluation | max relative endpoint error "
               "| time / ours |")
         print("|---|---|---|---|---|---|")
         for name, row in rows.items():
-            reference = rows["ours, mixed speeds"]["seconds"] if "mixed" in name else base  # same velocities
+            reference = rows["ours, mixed speeds" if "mixed" in name else "ours"]["seconds"]  # same velocities
             nfe = "-" if row["nfe"] is None else f"{row['nfe'] / size:.0f}"
             per_evaluation = "-" if row["nfe"] is None else f"{1e3 * row['seconds'] / row['nfe']:.3f}"
             print(f"| {name} | {row['seconds'] / size:.4f} | {nfe} | {per_evaluation} | {row['error']:.1e} | "
                   f"{row['seconds'] / reference:.2f}x |")
-        one_core = {name: row for name, row in rows.items() if name.startswith("ours") and "mixed" not in name
-                    and "workers" not in name}
-        batched = rows["torchdiffeq batched"]
-        fastest = min(row["seconds"] for row in one_core.values())
-        print(f"fastest of ours on one core over torchdiffeq batched: {batched['seconds'] / fastest:.2f}x")
-        as_accurate = [row["seconds"] for row in one_core.values() if row["error"] <= batched["error"]]
-        if as_accurate:
-            print(f"fastest of ours on one core at least as accurate as torchdiffeq batched, over it: "
-                  f"{batched['seconds'] / min(as_accurate):.2f}x")
-        else:
-            print("no row of ours on one core is as accurate as torchdiffeq batched")
-        if args.workers > 1:
-            shared = rows[f"ours, {args.workers} workers"]["seconds"]
-            print(f"{args.workers} workers ({args.workers} cores) over ours on one core: {rows['ours']['seconds'] / shared:.2f}x")
+        if not args.only_mixed:
+            print_same_speed_ratios(rows, args)
         loop = rows["ours, loop (mixed speeds)"]["seconds"]
         print(f"ours (dopri5, mixed speeds, one batch) over the loop of the same solver: "
               f"{loop / rows['ours, mixed speeds']['seconds']:.2f}x")
-        fastest_mixed = min(rows["ours, mixed speeds"]["seconds"], rows["ours, dopri8, mixed speeds"]["seconds"])
+        batches = {name: row["seconds"] for name, row in rows.items() if name.startswith("ours") and "mixed" in name
+                   and "loop" not in name}
+        fastest_mixed = min(batches, key=batches.get)
         for name in ("ours, loop (mixed speeds)", "scipy RK45 per curve (mixed speeds)"):
-            print(f"fastest of ours (mixed speeds, one batch) over {name}: {rows[name]['seconds'] / fastest_mixed:.2f}x")
+            print(f"fastest of ours on the mixed speeds ({fastest_mixed}) over {name}: "
+                  f"{rows[name]['seconds'] / batches[fastest_mixed]:.2f}x")
     out = REPO_ROOT / "_build" / "benchmarks" / "geodesics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
