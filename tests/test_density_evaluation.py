@@ -144,3 +144,83 @@ def test_the_summary_gives_the_same_checks_and_the_paired_gap_is_a_paired_mean()
                                           max_levels=3, method="rk4", steps=10)
     with pytest.raises(ValueError, match="same ones"):
         paired_log_density_gap(one, shorter)
+
+
+def _fields(result) -> dict:
+    """Every number an evaluation reports (tensors and scalars), for exact comparisons."""
+    return {name: getattr(result, name) for name in (
+        "grid_log_density", "grid_uncertainty", "test_log_densities", "member_masses", "member_shares",
+        "member_unresolved", "member_peak_log_density", "quadrature_nodes", "total_variation_to_kde",
+        "kde_noise_floor", "entropy")}
+
+
+def _assert_identical(one, other) -> None:
+    for name, value in _fields(one).items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, getattr(other, name)), name
+        else:
+            assert value == getattr(other, name), name
+
+
+def test_an_interrupted_evaluation_resumes_to_the_same_numbers_for_any_worker_count(tmp_path, monkeypatch):
+    import support.evaluation.density_evaluation as density_evaluation
+
+    model, layout, thetas = shift_flows(2, torch.tensor([[1.0, -0.5], [-1.0, 0.5], [0.2, 0.2]]))
+    thetas = thetas + 0.3 * torch.randn(thetas.shape, generator=torch.Generator().manual_seed(5))  # non-trivial fields
+    test = torch.randn(50, 2, generator=torch.Generator().manual_seed(6))
+
+    def evaluate(generator: torch.Generator, **options):
+        return evaluate_predictive_density(model, layout, thetas, 3.0, 9, test, 150, 0.75, generator, max_levels=3,
+                                           tolerance=1e-4, models_per_solve=2, method="rk4", steps=6, **options)
+
+    uninterrupted_generator = torch.Generator().manual_seed(7)
+    uninterrupted = evaluate(uninterrupted_generator)
+    assert uninterrupted.quadrature_nodes > 3 * 17**2  # the quadratures refined beyond their initial lattices
+
+    # interrupt the run in its second quadrature: the two blocks of member solves and the first quadrature are saved
+    real_quadrature, calls = density_evaluation.adaptive_quadrature, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_quadrature(*args, **kwargs)
+
+    checkpoint = tmp_path / "evaluation.pt"
+    monkeypatch.setattr(density_evaluation, "adaptive_quadrature", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(torch.Generator().manual_seed(7), checkpoint=checkpoint)
+    assert checkpoint.exists()
+
+    # the resumed run does only the two quadratures left, no member solve, and gives the same numbers
+    member_solves = []
+    real_members = density_evaluation.ensemble_log_likelihoods
+    monkeypatch.setattr(density_evaluation, "adaptive_quadrature", real_quadrature)
+    monkeypatch.setattr(density_evaluation, "ensemble_log_likelihoods",
+                        lambda model, layout, block, x, *args, **kwargs: (member_solves.append(len(block)),
+                                                                          real_members(model, layout, block, x, *args,
+                                                                                       **kwargs))[1])
+    calls.clear()
+    monkeypatch.setattr(density_evaluation, "adaptive_quadrature",
+                        lambda *args, **kwargs: (calls.append(1), real_quadrature(*args, **kwargs))[1])
+    resumed_generator = torch.Generator().manual_seed(7)
+    resumed = evaluate(resumed_generator, checkpoint=checkpoint)
+    assert len(calls) == 2
+    assert all(size == 1 for size in member_solves)  # only the quadratures' single-model solves, no block of 2
+    _assert_identical(resumed, uninterrupted)
+    assert torch.equal(resumed_generator.get_state(), uninterrupted_generator.get_state())
+    monkeypatch.undo()
+
+    # a complete checkpoint answers without computing; two forked workers give the same numbers from scratch
+    _assert_identical(evaluate(torch.Generator().manual_seed(7), checkpoint=checkpoint), uninterrupted)
+    _assert_identical(evaluate(torch.Generator().manual_seed(7), workers=2), uninterrupted)
+
+    # a checkpoint written for other inputs (another seed, so other samples) is ignored with a warning and replaced
+    with pytest.warns(UserWarning, match="another run"):
+        other = evaluate(torch.Generator().manual_seed(8), checkpoint=checkpoint)
+    _assert_identical(other, evaluate(torch.Generator().manual_seed(8)))
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        evaluate(torch.Generator().manual_seed(7), workers=0)
+    with pytest.raises(ValueError, match="models_per_solve must be a positive integer"):
+        evaluate_predictive_density(model, layout, thetas, 3.0, 9, test, 150, 0.75, torch.Generator().manual_seed(7),
+                                    models_per_solve=0)

@@ -17,6 +17,13 @@ in 1D or 2D,
 Generated samples come from the exact flow (dopri5), like the likelihood (an Euler sampler has a
 different density).
 
+The expensive parts, the members' log-densities (in blocks of ``models_per_solve`` models) and one
+quadrature per integrated model, are independent pieces of work: ``workers`` forked CPU processes
+share them (:func:`support.infra.forked_map.forked_map`, the same numbers for any worker count), and
+with ``checkpoint`` every finished piece is saved atomically, so an interrupted evaluation resumes
+where it stopped (the samples, a second of dopri5, are always regenerated, so the caller's generator
+advances as in an uninterrupted run).
+
 :meth:`DensityEvaluation.summary` is what a results file keeps of an evaluation, and
 :func:`masses_match_shares` and :func:`paired_log_density_gap` give the same checks and comparisons on it
 as on the evaluation itself, so a chapter checks its claims on a committed paper-profile run with the
@@ -25,15 +32,21 @@ code it uses on its own run.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..core.parameters import ParameterLayout
+from ..infra.forked_map import forked_map
+from ..infra.results import atomic_torch_save, load_checkpoint
+from ..infra.validation import require_positive_int
 from ..models.ensembles import generate_ensemble
 from ..models.likelihood import ensemble_log_likelihoods, generative_uncertainty, posterior_predictive_log_density
 from .quadrature import adaptive_quadrature, gaussian_smoothing
@@ -136,6 +149,35 @@ def paired_log_density_gap(better: DensityEvaluation, worse: DensityEvaluation) 
     return gap.mean().item(), gap.std().item() / len(gap) ** 0.5
 
 
+def _fingerprint(tensors: tuple[torch.Tensor, ...], options: tuple) -> str:
+    """SHA-256 of the tensors (shapes, dtypes and values) and the options' repr: what a checkpoint is for."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(options).encode())
+    return digest.hexdigest()
+
+
+def _run_pieces(run, pieces: list[tuple[str, int]], workers: int, checkpoint: str | Path | None, fingerprint: str,
+                progress: bool) -> dict[tuple[str, int], Any]:
+    """``{piece: run(piece)}``, ``workers`` pieces at a time, resuming from and saving to ``checkpoint``."""
+    saved = load_checkpoint(checkpoint, fingerprint, "the models, samples, points and options of this evaluation",
+                            required=("done",))
+    done = {} if saved is None else {tuple(key): value for key, value in saved["done"]}
+    pending = [piece for piece in pieces if piece not in done]
+    with tqdm(total=len(pieces), initial=len(pieces) - len(pending), desc="density evaluation", unit="piece",
+              disable=not progress) as bar:
+        for start in range(0, len(pending), workers):
+            wave = pending[start: start + workers]
+            done.update(zip(wave, forked_map(run, wave, workers)))
+            bar.update(len(wave))
+            if checkpoint is not None:
+                atomic_torch_save({"fingerprint": fingerprint, "done": [(list(key), value) for key, value in done.items()]},
+                                  Path(checkpoint))
+    return done
+
+
 def evaluate_predictive_density(
     model: nn.Module,
     layout: ParameterLayout,
@@ -149,6 +191,10 @@ def evaluate_predictive_density(
     max_levels: int = 8,
     tolerance: float = 1e-5,
     integrated_models: int | None = None,
+    models_per_solve: int = 16,
+    workers: int = 1,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
     **likelihood_options,
 ) -> DensityEvaluation:
     """Densities and checks of the ensemble ``thetas`` [S, K] on the box [-half_width, half_width]^D.
@@ -162,6 +208,12 @@ def evaluate_predictive_density(
     Normalisation is a property of every single theta (Sec. 3.1), so the mass and KDE checks may
     be restricted to the first ``integrated_models`` models (default: all) where quadrature is
     expensive; the density, uncertainty, test likelihood and entropy always use all S.
+
+    ``models_per_solve`` models share one vmapped reverse solve of all points; ``workers`` forked CPU
+    processes share those solves and the quadratures (1: none; the results do not depend on it);
+    ``checkpoint`` is a file where every finished solve and quadrature is saved, and from which a
+    run with the same inputs resumes (a file written for other inputs is ignored with a warning and
+    overwritten); ``progress`` shows a bar over them.
     """
     if thetas.ndim != 2 or thetas.shape[0] < 1:
         raise ValueError(f"thetas must have shape [S, K] with S >= 1, got {tuple(thetas.shape)}")
@@ -170,6 +222,8 @@ def evaluate_predictive_density(
     count = len(thetas) if integrated_models is None else integrated_models
     if not 1 <= count <= len(thetas):
         raise ValueError(f"integrated_models must lie in [1, {len(thetas)}], got {integrated_models}")
+    require_positive_int("models_per_solve", models_per_solve)
+    require_positive_int("workers", workers)
     d, dtype = test_points.shape[1], test_points.dtype
     axis = torch.linspace(-half_width, half_width, points_per_axis, dtype=dtype)
     if not bandwidth >= (axis[1] - axis[0]) * (1 - 1e-9):
@@ -181,7 +235,25 @@ def evaluate_predictive_density(
     samples_in = samples[inside]
 
     points = torch.cat([grid, samples_in, test_points])
-    members = ensemble_log_likelihoods(model, layout, thetas, points, **likelihood_options)  # [S, P]
+    blocks = thetas.split(models_per_solve)
+
+    def run(piece: tuple[str, int]) -> Any:
+        kind, index = piece
+        if kind == "members":  # log p(x | theta_s) at every point for one block of models [m, P]
+            return ensemble_log_likelihoods(model, layout, blocks[index], points, models_per_solve, **likelihood_options)
+        theta = thetas[index]
+        member = lambda x: ensemble_log_likelihoods(model, layout, theta[None], x, **likelihood_options)[0]
+        quadrature = adaptive_quadrature(member, half_width, points_per_axis - 1, samples[index], max_levels, tolerance)
+        return {"mass": quadrature.integral, "unresolved": quadrature.unresolved_cells, "nodes": len(quadrature.nodes),
+                # this model's share of the mixture of the integrated models, convolved with the kernel, on the grid
+                "smoothed": gaussian_smoothing(grid, quadrature.nodes, quadrature.weights * quadrature.log_density.exp(),
+                                               bandwidth) / count}
+
+    pieces = [("members", b) for b in range(len(blocks))] + [("quadrature", s) for s in range(count)]
+    options = (repr(model), half_width, points_per_axis, bandwidth, max_levels, tolerance, count, models_per_solve,
+               sorted(likelihood_options.items()))
+    done = _run_pieces(run, pieces, workers, checkpoint, _fingerprint((thetas, samples, points), options), progress)
+    members = torch.cat([done["members", b] for b in range(len(blocks))])  # [S, P]
     log_density = posterior_predictive_log_density(members)
     grid_log_density, sample_log_density, test_log_density = log_density.split([len(grid), len(samples_in),
                                                                                 len(test_points)])
@@ -190,16 +262,13 @@ def evaluate_predictive_density(
     peaks = torch.stack([own[s, owner == s].max() if bool((owner == s).any()) else own.new_tensor(float("-inf"))
                          for s in range(len(thetas))])
 
-    masses, unresolved, nodes = [], [], 0
+    quadratures = [done["quadrature", s] for s in range(count)]
+    masses = [q["mass"] for q in quadratures]
+    unresolved = [q["unresolved"] for q in quadratures]
+    nodes = sum(q["nodes"] for q in quadratures)
     smoothed_flow = torch.zeros(len(grid), dtype=dtype)
-    for s, theta in enumerate(thetas[:count]):
-        member = lambda x, theta=theta: ensemble_log_likelihoods(model, layout, theta[None], x, **likelihood_options)[0]
-        quadrature = adaptive_quadrature(member, half_width, points_per_axis - 1, samples[s], max_levels, tolerance)
-        masses.append(quadrature.integral)
-        unresolved.append(quadrature.unresolved_cells)
-        nodes += len(quadrature.nodes)
-        smoothed_flow += gaussian_smoothing(grid, quadrature.nodes, quadrature.weights * quadrature.log_density.exp(),
-                                            bandwidth) / count
+    for q in quadratures:
+        smoothed_flow += q["smoothed"]
     # the KDE of those models' samples in the box, each with mass 1 / (all their samples), estimates p * kernel
     # on the box. It is the mean of the KDEs of two independent halves of the samples, and half the distance
     # between those is the KDE's own sampling noise (each half's error has twice the variance of the full
