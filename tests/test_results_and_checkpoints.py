@@ -10,7 +10,8 @@ from support.core.geodesics import solve_geodesics
 from support.core.parameters import flatten, select_parameters
 from support.infra.profiles import get_profile
 from support.infra.results import (
-    CheckpointError, atomic_torch_save, checkpoint_dir, markdown_table, read_matching_results, results_dir, write_results,
+    CheckpointError, atomic_torch_save, checkpoint_dir, markdown_table, read_matching_results, results_dir, run_metadata,
+    write_results,
 )
 from support.models.ensembles import ensemble_field_std, ensemble_velocity
 from support.models.flow_matching import VelocityMLP
@@ -30,6 +31,13 @@ def test_write_results_is_atomic_json_with_provenance(tmp_path, monkeypatch):
     assert payload["results"] == {"ratio": 0.5}
     assert {"profile", "device", "date", "commit", "torch"} <= set(payload["metadata"])
     assert [p.name for p in path.parent.iterdir()] == ["demo.json"]  # no temporary files left behind
+
+
+def test_run_metadata_names_the_cpu_model_and_the_kernels_instruction_set():
+    # results on a CPU repeat bit for bit on one machine, not across CPU models (chapter 13's training)
+    device = run_metadata(get_profile("smoke"))["device"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert device.startswith("cpu (") and device.endswith(f", {capability})") and len(device) > len(f"cpu (, {capability})")
 
 
 def test_each_profile_and_seed_keeps_its_own_folder_under_book_build_dir(tmp_path, monkeypatch):

@@ -115,10 +115,22 @@ def atomic_write_text(text: str, path: Path) -> None:
 def run_metadata(profile: Profile, name: str | None = None) -> dict[str, Any]:
     """Provenance stored with every results file: profile, device, date, commit, versions and, for the
     results ``name`` of a chapter, the hashes of the sources its numbers depend on
-    (:func:`support.infra.provenance.results_sources`)."""
+    (:func:`support.infra.provenance.results_sources`).
+
+    The device names the GPU, or the CPU model and the instruction set torch's kernels use: with the
+    thread count fixed a run repeats bit for bit on one machine, but float32 kernels round differently
+    on another CPU, and a long training run (chapter 13's DDPM) amplifies that into other weights."""
+    import platform  # here, not at the top: this function is record keeping and is not hashed
+
     device = str(profile.device)
     if profile.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(profile.device)})"
+    else:
+        cpuinfo = Path("/proc/cpuinfo")
+        models = ([line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                   if line.startswith("model name")] if cpuinfo.exists() else [])
+        device += f" ({models[0] if models else platform.processor() or platform.machine()}, " \
+                  f"{torch.backends.cpu.get_cpu_capability()})"
     return {
         "profile": profile.name,
         "device": device,
