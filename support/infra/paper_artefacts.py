@@ -97,8 +97,8 @@ def provenance_text(name: str, paper: PaperResults, root: Path = REPO_ROOT) -> s
     """One Markdown sentence for a page: when, where and from which commit the committed run ``name``
     came, and whether the sources its numbers depend on have changed since (naming them if so)."""
     meta = paper.metadata
-    text = (f"Paper-profile run of {meta['date'][:10]} on {meta['device']} (torch {meta['torch']}, seed "
-            f"{meta['seed']}), commit `{meta['commit'][:12]}`.")
+    text = (f"Paper-profile run of {meta['date'][:10]} on {meta['device']}, torch {meta['torch']}, seed "
+            f"{meta['seed']}, commit `{meta['commit'][:12]}`.")
     now = results_sources(name, root, meta["profile"])
     if now is None or "sources" not in meta:
         return text + " Its sources were not recorded: the numbers are those of that commit."
